@@ -8,13 +8,17 @@
     quant.py      the min-max integer grid;  hessian.py  X^T X, damping, dead inputs
     calibration.py  text sources and windows;  layerwise.py  sequential calibration
     recipe.py     the recipe (validated);  pipeline.py  plan, compress, save, manifest
+    methods.py    the method registry: the one list every other module derives from
 
 Entry points: `compress_model(base_model, recipe, out_dir)` (what `crbench compress` runs),
-`compress_cached(base_model, recipe_dict)` (what the runner calls), `load_manifest(folder)`.
+`compress_cached(base_model, recipe_dict)` (what the runner calls), `cached_path(base_model,
+recipe_dict)` (the cached folder if it exists: what a dry run reports), `load_manifest(folder)`.
+Importing this package is cheap (no torch): the pipeline is imported when first used.
 
 Recipe fields (TOML file for `crbench compress --recipe`, or a dict for `compress_cached`):
 
-    method        "sparsegpt" | "wanda" | "magnitude" | "gptq" | "rtn"          (required)
+    method        a method of the registry, `crbench.compress.methods` (required):
+                  "sparsegpt" | "wanda" | "magnitude" (prune), "gptq" | "rtn" (quantize)
     sparsity      pruning: fraction of weights set to zero, 0 < s < 1
     pattern       pruning: "N:M", keep N of every M consecutive inputs ("2:4", "4:8");
                   implies sparsity 1 - N/M
@@ -53,26 +57,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crbench.compress.pipeline import MANIFEST, compress_model, load_manifest
 from crbench.compress.recipe import Recipe, load_recipe, parse_recipe
 
-__all__ = ["compress_cached", "compress_model", "load_manifest", "load_recipe", "parse_recipe",
-           "Recipe"]
+__all__ = ["cached_path", "compress_cached", "compress_model", "load_manifest", "load_recipe",
+           "parse_recipe", "Recipe"]
 
 CACHE_VERSION = 1  # bump when an algorithm changes what it writes
+MANIFEST = "compression.json"  # the pipeline's name for it; here so a cache check needs no torch
+JsonDict = dict[str, Any]
 
 
-def compress_cached(base_model: str, recipe: dict[str, Any], cache_root: Path | None = None,
-                    log=None) -> Path:
-    """The folder of `base_model` compressed by `recipe`, compressing it on first use.
+def compress_model(base_model: str | Path, recipe: Recipe, out_dir: str | Path, **kwargs: Any
+                   ) -> Path:
+    """See `crbench.compress.pipeline.compress_model` (imported here on first use)."""
+    from crbench.compress.pipeline import compress_model as compress
 
-    Cached under a hash of the base model (path or hub id, config and a weights fingerprint),
-    the recipe (defaults filled in) and the calibration text's sha256, so a changed model,
-    recipe or calibration file gives a new entry.
-    """
+    return compress(base_model, recipe, out_dir, **kwargs)
+
+
+def load_manifest(path: str | Path) -> JsonDict:
+    """See `crbench.compress.pipeline.load_manifest`."""
+    from crbench.compress.pipeline import load_manifest as load
+
+    return load(path)
+
+
+def cache_entry(base_model: str, recipe: dict[str, Any], cache_root: Path | None = None
+                ) -> tuple[Path, Path, Recipe, JsonDict]:
+    """(the cache folder for `base_model` compressed by `recipe`, the local base model folder,
+    the parsed recipe, the cache key). The folder's name holds a hash of the base model (path
+    or hub id, config and a weights fingerprint), the recipe (defaults filled in) and the
+    calibration text's sha256, so a changed model, recipe or calibration file gives a new
+    entry. Both `compress_cached` and `cached_path` use this one computation."""
     from crbench.compress.calibration import load_source
     from crbench.models import cache_dir
 
@@ -85,9 +105,24 @@ def compress_cached(base_model: str, recipe: dict[str, Any], cache_root: Path | 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(cache_root) if cache_root is not None else cache_dir() / "compressed"
     out = root / f"{Path(str(base_model).rstrip('/')).name}-{parsed.method}-{digest}"
+    return out, model_dir, parsed, key
+
+
+def compress_cached(base_model: str, recipe: dict[str, Any], cache_root: Path | None = None,
+                    log: Callable[[str], None] | None = None) -> Path:
+    """The folder of `base_model` compressed by `recipe`, compressing it on first use."""
+    out, model_dir, parsed, key = cache_entry(base_model, recipe, cache_root)
     if (out / MANIFEST).is_file():
         return out
     return compress_model(model_dir, parsed, out, log=log, extra={"cache_key": key})
+
+
+def cached_path(base_model: str, recipe: dict[str, Any], cache_root: Path | None = None
+                ) -> Path | None:
+    """The cached compressed folder if it exists already, else None; compresses nothing.
+    (The base model is still resolved: a GGUF or the demo model may be converted once.)"""
+    out = cache_entry(base_model, recipe, cache_root)[0]
+    return out if (out / MANIFEST).is_file() else None
 
 
 def local_model_folder(base_model: str) -> Path:
@@ -103,7 +138,7 @@ def local_model_folder(base_model: str) -> Path:
                                                             "*.model", "*.jinja"]))
 
 
-def model_fingerprint(folder: Path, chunks: int = 16, chunk_bytes: int = 1 << 16) -> dict:
+def model_fingerprint(folder: Path, chunks: int = 16, chunk_bytes: int = 1 << 16) -> JsonDict:
     """Config plus, for each weight file, its size and a hash of its header and of `chunks`
     evenly spaced slices: content-sensitive without reading many GB."""
     files = {}

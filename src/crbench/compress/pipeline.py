@@ -8,26 +8,32 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import json
 import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
-from crbench.compress import gptq, magnitude, rtn, sparsegpt, wanda
+from crbench.compress import MANIFEST, methods
 from crbench.compress.calibration import calibration_windows, load_source
 from crbench.compress.layerwise import calibrate_sequentially, decoder_layers
 from crbench.compress.recipe import Recipe, Settings, matches
 from crbench.errors import InputError
 
-MANIFEST = "compression.json"
-ALGORITHMS = {"sparsegpt": sparsegpt, "wanda": wanda, "magnitude": magnitude, "gptq": gptq,
-              "rtn": rtn}
+__all__ = ["MANIFEST", "compress_loaded", "compress_model", "load_manifest", "plan_modules"]
+
+
+def algorithm_module(method: str) -> ModuleType:
+    """The module of a registered method (`crbench.compress.methods`)."""
+    return importlib.import_module(methods.get_method(method).module)
 
 
 def plan_modules(model: nn.Module, recipe: Recipe) -> tuple[dict, list[dict]]:
@@ -79,18 +85,20 @@ def check_shape(recipe: Recipe, name: str, module: nn.Linear, settings: Settings
 
 def run_algorithm(method: str, w: torch.Tensor, stats: torch.Tensor | None, settings: Settings,
                   recipe: Recipe, where: str, segments: list[int]) -> tuple[torch.Tensor, dict]:
-    if method in ("sparsegpt", "wanda", "magnitude"):
-        args: dict[str, Any] = {"sparsity": settings.sparsity, "pattern": settings.n_m()}
+    """Call the method's function `<method>(w, [stats], **settings)` with the settings its
+    signature names, so a new method needs no line here (see `crbench.compress.methods`)."""
+    kind = methods.get_method(method).kind
+    offered: dict[str, Any] = {"where": where, "segments": segments}
+    if kind == "prune":
+        offered.update(sparsity=settings.sparsity, pattern=settings.n_m())
     else:
-        args = {"bits": settings.bits, "group_size": settings.group_size or None,
-                "sym": settings.sym}
-        if method == "gptq":
-            args.update(act_order=settings.act_order, static_groups=settings.static_groups)
-    if method in ("sparsegpt", "gptq"):
-        args.update(damp=recipe.damp, block_size=recipe.block_size, where=where)
-    if method == "sparsegpt":
-        args["segments"] = segments
-    algorithm = getattr(ALGORITHMS[method], method)
+        offered.update(bits=settings.bits, group_size=settings.group_size or None,
+                       sym=settings.sym, act_order=settings.act_order,
+                       static_groups=settings.static_groups)
+    offered.update(damp=recipe.damp, block_size=recipe.block_size)
+    algorithm = getattr(algorithm_module(method), method)
+    taken = inspect.signature(algorithm).parameters
+    args = {name: value for name, value in offered.items() if name in taken}
     return algorithm(w, stats, **args) if stats is not None else algorithm(w, **args)
 
 
@@ -115,7 +123,7 @@ def compress_group(recipe: Recipe, index: int, entries: dict[str, tuple],
         record: dict[str, Any] = {"module": name, "layer": index, "kept_dense": False}
         if override is not None:
             record["by"] = f"overrides.{override}"
-        if recipe.method in ("sparsegpt", "wanda", "magnitude"):
+        if methods.get_method(recipe.method).kind == "prune":
             record.update(target_sparsity=settings.target_sparsity(), pattern=settings.pattern)
         else:
             record.update(bits=settings.bits, group_size=settings.group_size or None,
@@ -150,7 +158,7 @@ def compress_loaded(model: nn.Module, tokenizer: Any, recipe: Recipe, *,
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     plan, kept = plan_modules(model, recipe)
-    needs = ALGORITHMS[recipe.method].NEEDS
+    needs = algorithm_module(recipe.method).NEEDS
     result: dict[str, Any] = {"calibration": None, "layers": []}
     if needs is None:
         records = [record for index, entries in plan.items() for name, entry in entries.items()

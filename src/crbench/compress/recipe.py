@@ -1,7 +1,9 @@
 """A compression recipe: one method, its settings, calibration, and per-module exceptions.
 
 Validated with pydantic; any problem becomes one `InputError` line naming the file and field.
-The fields are documented in `crbench.compress` (the package docstring).
+The fields are documented in `crbench.compress` (the package docstring). Which methods exist,
+which of them prune or quantize, need calibration, or take a field is not written here: it is
+read from the method registry, `crbench.compress.methods`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import fnmatch
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from crbench.compress import methods
 from crbench.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -21,12 +25,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRUNING = ("sparsegpt", "wanda", "magnitude")
-QUANTIZATION = ("gptq", "rtn")
-CALIBRATED = ("sparsegpt", "wanda", "gptq")
-PRUNING_FIELDS = ("sparsity", "pattern")
-QUANT_FIELDS = ("bits", "group_size", "sym", "act_order", "static_groups")
-HESSIAN_FIELDS = ("damp", "block_size")
+# What a quantization recipe gets when it does not say (every quantizing method).
+QUANT_DEFAULTS = {"bits": 4, "group_size": 0, "sym": True, "act_order": False,
+                  "static_groups": False}
 
 
 class Settings(BaseModel):
@@ -67,7 +68,7 @@ class Override(Settings):
 
 
 class Recipe(Settings):
-    method: Literal["sparsegpt", "wanda", "magnitude", "gptq", "rtn"]
+    method: str  # a compressing method of the registry
     damp: float = Field(default=0.01, gt=0, le=1)
     block_size: int = Field(default=128, ge=1)
     calib: str | None = None
@@ -78,6 +79,14 @@ class Recipe(Settings):
     overrides: list[Override] = []
 
     _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        known = methods.names(compressing=True)
+        if value not in known:
+            raise ValueError("Input should be " + ", ".join(repr(n) for n in known))
+        return value
 
     def settings_for(self, override: Override | None) -> Settings:
         base = self.model_dump(include=set(Settings.model_fields))
@@ -113,7 +122,7 @@ def parse_recipe(data: dict[str, Any], source: str | Path | None = None) -> Reci
     except ValidationError as exc:
         first = exc.errors()[0]
         place = ".".join(str(part) for part in first["loc"]) or None
-        raise InputError(source, first["msg"], place) from None
+        raise InputError(source, first["msg"].removeprefix("Value error, "), place) from None
     recipe._source = str(source) if source is not None else None
     return _with_defaults(recipe)
 
@@ -136,37 +145,36 @@ def load_recipe(path: str | Path) -> Recipe:
     return parse_recipe(data, path)
 
 
-def _method_problems(recipe: Recipe):
+def _method_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
     """Settings that make no sense for the method: (place, message) pairs."""
-    method = recipe.method
-    groups = [(recipe, "")] + [(o, f"overrides.{i}.") for i, o in enumerate(recipe.overrides)]
+    method = methods.get_method(recipe.method)
+    not_taken = sorted(methods.specific_fields() - method.fields)
+    groups: list[tuple[Settings, str]] = [(recipe, "")]
+    groups += [(o, f"overrides.{i}.") for i, o in enumerate(recipe.overrides)]
     for settings, prefix in groups:
-        wrong = QUANT_FIELDS if method in PRUNING else PRUNING_FIELDS
-        for name in wrong:
-            if name in settings.model_fields_set and getattr(settings, name) is not None:
-                yield prefix + name, f"does not apply to method {method!r}"
-        if method in PRUNING and settings is recipe and settings.target_sparsity() is None:
-            yield "sparsity", f"method {method!r} needs a sparsity (0.5) or a pattern ('2:4')"
-        implied = 1 - settings.n_m()[0] / settings.n_m()[1] if settings.pattern else None
-        if None not in (implied, settings.sparsity) and abs(settings.sparsity - implied) > 1e-9:
+        for name in not_taken:
+            if name in settings.model_fields_set and getattr(settings, name, None) is not None:
+                yield prefix + name, (f"does not apply to method {method.name!r} (only to "
+                                      f"{', '.join(methods.takers(name))})")
+        if method.kind == "prune" and settings is recipe and settings.target_sparsity() is None:
+            yield "sparsity", f"method {method.name!r} needs a sparsity (0.5) or a pattern ('2:4')"
+        n_m = settings.n_m()
+        implied = 1 - n_m[0] / n_m[1] if n_m else None
+        if implied is not None and settings.sparsity is not None \
+                and abs(settings.sparsity - implied) > 1e-9:
             yield prefix + "sparsity", f"pattern {settings.pattern} means sparsity {implied:g}"
-    for name in ("act_order", "static_groups"):
-        if method == "rtn" and getattr(recipe, name):
-            yield name, "applies to method 'gptq' only"
-    if method not in ("sparsegpt", "gptq"):
-        for name in HESSIAN_FIELDS:
-            if name in recipe.model_fields_set:
-                yield name, f"does not apply to method {method!r}"
-    if method in CALIBRATED and not recipe.calib:
-        yield "calib", f"method {method!r} needs calibration text (a .txt or .jsonl file)"
+    if method.calibrated and not recipe.calib:
+        yield "calib", f"method {method.name!r} needs calibration text (a .txt or .jsonl file)"
 
 
 def _with_defaults(recipe: Recipe) -> Recipe:
-    if recipe.method in QUANTIZATION:
-        defaults = {"bits": 4, "group_size": 0, "sym": True, "act_order": False,
-                    "static_groups": False}
-        fill = {k: v for k, v in defaults.items() if getattr(recipe, k) is None}
-        source = recipe._source
-        recipe = recipe.model_copy(update=fill)
-        recipe._source = source
-    return recipe
+    """Quantization settings not given get their defaults. They stay *unset* (not in
+    `model_fields_set`), so `model_dump(exclude_unset=True)` is what the user wrote."""
+    if methods.get_method(recipe.method).kind != "quant":
+        return recipe
+    fill = {k: v for k, v in QUANT_DEFAULTS.items() if getattr(recipe, k) is None}
+    written = set(recipe.model_fields_set)
+    filled = recipe.model_copy(update=fill)
+    filled.__pydantic_fields_set__ = written
+    filled._source = recipe._source
+    return filled
