@@ -17,6 +17,10 @@ TASK_MODULES = {
     "synth_logic": "crbench.tasks.synth_logic",
     "synth_temporal": "crbench.tasks.synth_temporal",
     "synth_multihop": "crbench.tasks.synth_multihop",
+    "math500": "crbench.tasks.math500",
+    "gpqa_diamond": "crbench.tasks.gpqa_diamond",
+    "aime25": "crbench.tasks.aime25",
+    "gsm8k": "crbench.tasks.gsm8k",
 }
 
 
@@ -26,6 +30,17 @@ def answer_text(module: ModuleType, item: Item) -> str:
     if hasattr(module, "answer_text"):
         return module.answer_text(item)
     return get_task(module.REAL_TASK).answer_text(item)
+
+
+def reference_text(module: ModuleType, item: Item) -> str:
+    """The gold answer as the task compares it (the integer, the label, the option letter
+    after shuffling, the expression), for per-item records. Generated families borrow the
+    rule of the real task whose format they share."""
+    if hasattr(module, "reference_text"):
+        return str(module.reference_text(item))
+    if hasattr(module, "REAL_TASK"):
+        return reference_text(get_task(module.REAL_TASK), item)
+    return str(item.reference)
 
 
 def few_shot_examples(module: ModuleType, shots: int, seed: int, difficulty: int = 1

@@ -76,6 +76,11 @@ def answer_text(item: Item) -> str:
     return str(item.reference)
 
 
+def reference_text(item: Item) -> str:
+    """The gold answer as scoring compares it: the integer."""
+    return str(item.reference)
+
+
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     found = extract(output, parse_answer, last_number, hit_limit=hit_limit)
     return score_from(found, is_correct(found.value, item.reference))

@@ -211,3 +211,33 @@ def subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:
         raise InputError(None, f"limit must be >= 0, got {limit}")
     chosen = random.Random(seed).sample(range(len(items)), limit)
     return [items[i] for i in sorted(chosen)]
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header line (GPQA's official format), as header -> text.
+
+    Quoted fields may span lines; a row with more or fewer fields than the header is refused,
+    naming its 0-based row and the line it ends on.
+    """
+    import csv
+    import io
+
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        if len(set(header)) != len(header):
+            raise InputError(path, "the header names a column twice", "line 1")
+        rows = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                msg = f"{len(row)} fields where the header has {len(header)}"
+                raise InputError(path, msg, row_place(len(rows), reader.line_num))
+            rows.append(dict(zip(header, row, strict=True)))
+    except csv.Error as exc:  # bad quoting, a field over csv's size limit
+        raise InputError(path, f"bad CSV: {exc}", f"line {reader.line_num}") from None
+    if not rows:
+        raise InputError(path, "no rows")
+    return rows

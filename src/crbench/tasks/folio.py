@@ -81,6 +81,11 @@ def answer_text(item: Item) -> str:
     return str(item.reference)
 
 
+def reference_text(item: Item) -> str:
+    """The gold answer as scoring compares it: True, False or Uncertain."""
+    return str(item.reference)
+
+
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     found = extract(output, parse_label, last_label, hit_limit=hit_limit)
     return score_from(found, found.value == item.reference)

@@ -7,7 +7,9 @@ file in the official format: `id`, `question`, `answer`, `answer_aliases`, `answ
 The paper asked 100 random questions closed-book: `load(limit=100, seed=...)`, mode "closed"
 (question only) or "open" (its paragraphs first).
 Scoring: SQuAD-style normalized exact match and token F1, the best over the answer and its
-aliases; `correct` means exact match.
+aliases; `correct` means exact match. `details["cover_em"]` is cover EM: whether a gold answer
+or alias appears as a whole normalized span inside the final answer statement, so an answer
+written as a sentence ("The network is NBC.") shows up instead of silently scoring 0.
 """
 
 from __future__ import annotations
@@ -104,12 +106,19 @@ def answer_text(item: Item) -> str:
     return item.reference if isinstance(item.reference, str) else item.reference[0]
 
 
+def reference_text(item: Item) -> str:
+    """The gold answers as scoring compares them: the answer, then its aliases, "|"-separated."""
+    golds = [item.reference] if isinstance(item.reference, str) else list(item.reference)
+    return " | ".join(golds)
+
+
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     found = extract(output, parse_text, last_phrase, hit_limit=hit_limit)
     golds = [item.reference] if isinstance(item.reference, str) else list(item.reference)
     em = exact_match(found.value, golds) if found.value is not None else 0.0
     f1 = token_f1(found.value, golds) if found.value is not None else 0.0
-    return score_from(found, em == 1.0, em=em, f1=f1)
+    cover = cover_match(found.value, golds) if found.value is not None else 0.0
+    return score_from(found, em == 1.0, em=em, f1=f1, details={"cover_em": cover})
 
 
 def parse_text(candidate: str) -> str | None:
@@ -139,6 +148,14 @@ def normalize(text: str) -> str:
 
 def exact_match(prediction: str, golds: list[str]) -> float:
     return float(any(normalize(prediction) == normalize(gold) for gold in golds))
+
+
+def cover_match(prediction: str, golds: list[str]) -> float:
+    """Cover EM: 1.0 when a gold answer (or alias), normalized, is a whole run of words of the
+    normalized answer statement ("The network is NBC." covers "NBC"), else 0.0."""
+    stated = f" {normalize(prediction)} "
+    return float(any(gold_words and f" {gold_words} " in stated
+                     for gold_words in (normalize(gold) for gold in golds)))
 
 
 def token_f1(prediction: str, golds: list[str]) -> float:

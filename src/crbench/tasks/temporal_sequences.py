@@ -80,6 +80,11 @@ def answer_text(item: Item) -> str:
     return f"({item.reference})"
 
 
+def reference_text(item: Item) -> str:
+    """The gold answer as scoring compares it: the option letter."""
+    return str(item.reference)
+
+
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     options = item.fields.get("options") or {}
     found = extract(

@@ -1,0 +1,191 @@
+"""MATH-500: 500 competition problems (the PRM800K test subset of MATH), LaTeX answers.
+
+Data: hub `HuggingFaceH4/MATH-500`, split `test`, or a local JSON / JSONL / parquet file in its
+format: `problem`, `solution`, `answer` (LaTeX: `\\frac{3}{4}`, `\\left( 2, \\frac{\\pi}{3}
+\\right)`, `\\text{(B)}`, ...), `subject` (7 subjects), `level` (1-5) and `unique_id` (e.g.
+`test/precalculus/807.json`, used as the item id). `subject` and `level` are kept in
+`Item.fields` and in every score's `details`, so accuracy can be broken down by them from the
+stored scores alone.
+Prompt: DeepSeek-R1's recommendation for math ("Please reason step by step, and put your final
+answer within \\boxed{}.").
+Scoring: the final boxed answer, else an explicit answer statement (see `crbench.extract`),
+compared with the gold `answer` by math-verify (fractions, radicals, intervals, tuples,
+matrices, degrees, units, `\\text{(C)}`), and by a normalized string comparison for what
+math-verify cannot parse.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from crbench.errors import InputError
+from crbench.extract import extract
+from crbench.tasks.base import Item, Score
+from crbench.tasks.common import (
+    build_items,
+    field,
+    no_options,
+    read_rows,
+    render,
+    row_place,
+    score_from,
+)
+
+NAME = "math500"
+HUB = ("HuggingFaceH4/MATH-500", "test")
+MAX_ANSWER_CHARS = 500  # a longer "answer" is prose, not an expression (and bounds sympy's work)
+TIMEOUT_S = 5  # math-verify's own limit per parse / comparison (main thread only: SIGALRM)
+
+PROMPT = (
+    "{problem}\n"
+    "Please reason step by step, and put your final answer within \\boxed{{}}."
+)
+DIRECT = "{problem}\n\nReply with just the final answer, written as \\boxed{{...}}."
+
+
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options
+         ) -> list[Item]:
+    no_options(NAME, options)
+    return build_items(path, read_rows(path, HUB), _item, limit, seed)
+
+
+def _item(path: str | Path | None, row: dict, index: int) -> Item:
+    problem = field(path, row, index, "problem", str)
+    answer = field(path, row, index, "answer", (str, int)) if "answer" in row else None
+    if answer is None:
+        raise InputError(path or "hub", "missing field 'answer'", row_place(index))
+    subject = row.get("subject", "")
+    if not isinstance(subject, str):
+        raise InputError(path or "hub", "field 'subject' should be str", row_place(index))
+    level = _level(path, row.get("level"), index)
+    raw_id = row.get("unique_id", row.get("id"))
+    item_id = str(raw_id) if raw_id is not None else str(index)
+    fields = {"problem": problem, "subject": subject, "level": level}
+    return Item(index, item_id, fields, str(answer).strip())
+
+
+def _level(path: str | Path | None, value: object, index: int) -> int | None:
+    """MATH's difficulty 1-5: an int (the hub), or "Level 3" (the original MATH files)."""
+    if value is None:
+        return None
+    text = str(value).strip().removeprefix("Level").strip()
+    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or len(text) > 2:
+        msg = f"field 'level' should be a level from 1 to 5, got {str(value)[:40]!r}"
+        raise InputError(path or "hub", msg, row_place(index))
+    return int(text)
+
+
+def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
+    problem = item.fields["problem"]
+    return render(PROMPT.format(problem=problem), DIRECT.format(problem=problem), style)
+
+
+def answer_text(item: Item) -> str:
+    """The reference answer as a model should write it (few-shot examples)."""
+    return f"\\boxed{{{item.reference}}}"
+
+
+def reference_text(item: Item) -> str:
+    """The gold answer as scoring compares it: the LaTeX expression math-verify parses."""
+    return str(item.reference)
+
+
+def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
+    found = extract(output, parse_expression, hit_limit=hit_limit)
+    correct = found.value is not None and is_equivalent(str(item.reference), found.value)
+    details = {"subject": item.fields.get("subject"), "level": item.fields.get("level")}
+    return score_from(found, correct, details=details)
+
+
+_EDGE_MARKUP = re.compile(r"^(?:\*\*|__|`)+|(?:\*\*|__|`)+$")
+
+
+def parse_expression(candidate: str) -> str | None:
+    """The expression an answer statement or box holds, markdown and edge punctuation removed;
+    None when empty or too long to be an expression."""
+    text = _EDGE_MARKUP.sub("", candidate.strip()).strip()
+    text = text.rstrip(".;,").strip()
+    if text.startswith("$") and text.endswith("$") and text.count("$") in (2, 4):
+        text = text.strip("$").strip()
+    if not text or len(text) > MAX_ANSWER_CHARS:
+        return None
+    return text
+
+
+def is_equivalent(gold: str, predicted: str) -> bool:
+    """Whether `predicted` states the gold answer: equal normalized text, or equal for
+    math-verify. Never raises."""
+    if normalized(gold) == normalized(predicted):
+        return True
+    gold_parsed = _parse_latex(gold)
+    if not gold_parsed:
+        return False
+    return any(_verify(gold_parsed, parsed) for parsed in _prediction_readings(predicted))
+
+
+def _prediction_readings(predicted: str) -> list[tuple[Any, ...]]:
+    """math-verify's readings of a prediction: as one LaTeX expression, and as text that may
+    hold math ("$x = 3$ or so") when it carries math delimiters."""
+    readings = [_parse_latex(predicted)]
+    if "$" in predicted or "\\(" in predicted or "\\[" in predicted:
+        readings.append(_parse_text(predicted))
+    return [reading for reading in readings if reading]
+
+
+_SPACING = re.compile(r"\\[,;:! ]|\\(?:left|right|displaystyle)\b|\s+")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\s*\{([^{}]*)\}")
+
+
+def normalized(latex: str) -> str:
+    """LaTeX written one way: no spacing commands, \\left/\\right, text wrappers, \\dfrac."""
+    text = latex.strip().strip("$")
+    text = _TEXT_WRAPPER.sub(r"\1", text)
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = text.replace("^{\\circ}", "^\\circ")
+    return _SPACING.sub("", text).rstrip(".").lower()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _timeout() -> int | None:
+    # math-verify's timeout is a SIGALRM handler, which only the main thread may install;
+    # elsewhere it must be off (it raises otherwise) and MAX_ANSWER_CHARS bounds the work.
+    return TIMEOUT_S if _in_main_thread() else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_latex(latex: str) -> tuple[Any, ...]:
+    """math-verify's reading of one LaTeX expression (empty when it cannot read it)."""
+    return _parse(f"${latex}$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> tuple[Any, ...]:
+    """math-verify's reading of text with math in it."""
+    return _parse(text)
+
+
+def _parse(text: str) -> tuple[Any, ...]:
+    from math_verify import parse
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        return tuple(parse(text, parsing_timeout=_timeout()))
+    except Exception:  # sympy can fail in many ways on odd input; that is "no reading"
+        return ()
+
+
+def _verify(gold: tuple[Any, ...], predicted: tuple[Any, ...]) -> bool:
+    from math_verify import verify
+
+    try:
+        return bool(verify(list(gold), list(predicted), timeout_seconds=_timeout()))
+    except Exception:  # as above: a comparison that fails is not a match
+        return False
