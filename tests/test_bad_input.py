@@ -223,7 +223,7 @@ SPEC_CASES = [
     Case("spec-unknown-engine", "spec", "spec.toml",
          SPEC.replace("batch_size = 1", 'engine = "tgi"').encode(), "[models.m].engine"),
     Case("spec-unknown-task", "spec", "spec.toml",
-         SPEC.replace('task = "folio"', 'task = "gsm8k"').encode(), "[[tasks]] #1.task"),
+         SPEC.replace('task = "folio"', 'task = "hellaswag"').encode(), "[[tasks]] #1.task"),
     Case("spec-negative-limit", "spec", "spec.toml",
          SPEC.replace('task = "folio"', 'task = "folio"\nlimit = -1').encode(),
          "[[tasks]] #1.limit"),
