@@ -17,22 +17,26 @@ import pytest
 
 from crbench import store
 from crbench.errors import InputError
+from crbench.export import export_run
+from crbench.records import FailureRecord, GenerationRecord, ScoreRecord, VariantRecord
 
 
-def generation(key: str, **changes) -> dict:
+def generation(key: str, **changes) -> GenerationRecord:
     row = {
         "key": key, "variant": "dense", "base_model": "dense", "engine": "hf", "task": "aime",
-        "task_name": "aime24", "task_options": "{}", "item_index": int(key.split("-")[-1]),
+        "task_id": "aime24", "task_options": "{}", "item_index": int(key.split("-")[-1]),
         "item_id": key, "repeat": 0, "seed": 0, "sampling": "{}", "prompt": "p <think>\n",
-        "output": "x </think> \\boxed{3}", "prompt_tokens": 5, "completion_tokens": 7,
-        "thinking_tokens": 4, "answer_tokens": 3, "finish_reason": "stop", "truncated": 0,
-        "wall_s": 0.5,
+        "output": "x </think> \\boxed{3}", "reasoning": None, "prompt_tokens": 5,
+        "completion_tokens": 7, "thinking_tokens": 4, "answer_tokens": 3,
+        "finish_reason": "stop", "truncated": False, "wall_s": 0.5,
     }
-    return {**row, **changes}
+    return GenerationRecord(**{**row, **changes})
 
 
-SCORE = {"extracted": "3", "correct": True, "no_answer": False, "truncated": False,
-         "rule": "boxed-after-think", "details": {"why": "test"}}
+def score(key: str, **changes) -> ScoreRecord:
+    values = {"extracted": "3", "correct": True, "no_answer": False, "truncated": False,
+              "rule": "boxed-after-think", "details": {"why": "test"}}
+    return ScoreRecord(key=key, **{**values, **changes})
 
 
 def test_connect_creates_a_wal_store_with_the_schema(tmp_path):
@@ -45,40 +49,38 @@ def test_connect_creates_a_wal_store_with_the_schema(tmp_path):
 
 def test_a_key_is_stored_once_and_never_rewritten(tmp_path):
     conn = store.connect(tmp_path)
-    assert store.insert_generation(conn, generation("k-1"), SCORE) is True
+    assert store.insert_generation(conn, generation("k-1"), score("k-1")) is True
     assert store.insert_generation(conn, generation("k-1", output="other"), None) is False
     rows = list(store.iter_rows(conn))
     assert len(rows) == 1
     assert rows[0]["output"] == "x </think> \\boxed{3}" and rows[0]["correct"] == 1
     assert json.loads(rows[0]["details"]) == {"why": "test"}
     assert store.stored_keys(conn, ["k-1", "k-2"]) == {"k-1"}
-    assert store.stored_scores(conn, ["k-1"]) == {"k-1": 1}
+    assert store.stored_scores(conn, ["k-1"]) == {"k-1": True}
 
 
 def test_rescoring_replaces_scores_only(tmp_path):
     conn = store.connect(tmp_path)
-    store.insert_generation(conn, generation("k-1"), SCORE)
-    store.replace_scores(conn, [("k-1", {**SCORE, "correct": False, "rule": "none"})])
+    store.insert_generation(conn, generation("k-1"), score("k-1"))
+    store.replace_scores(conn, [score("k-1", correct=False, rule="none")])
     (row,) = store.iter_rows(conn)
     assert (row["correct"], row["rule"], row["output"]) == (0, "none", "x </think> \\boxed{3}")
 
 
 def test_variants_failures_plan_and_meta(tmp_path):
     conn = store.connect(tmp_path)
-    store.put_variant(conn, {"variant": "w", "base_model": "m", "method": "wanda",
-                             "sparsity": 0.5, "ppl": 40.0})
-    store.put_variant(conn, {"variant": "w", "base_model": "m", "method": "wanda",
-                             "sparsity": 0.5, "size_bytes": 10})  # no ppl: the stored one stays
+    store.put_variant(conn, VariantRecord("w", "m", "wanda", sparsity=0.5, ppl=40.0))
+    store.put_variant(conn, VariantRecord("w", "m", "wanda", sparsity=0.5, size_bytes=10))
+    # no ppl: the stored one stays
     (variant,) = store.iter_table(conn, "variants")
     assert (variant["ppl"], variant["size_bytes"], variant["sparsity"]) == (40.0, 10, 0.5)
-    store.record_failure(conn, key="k", variant="w", task="t", item_index=3, repeat=1,
-                         error="Timeout", attempts=3)
+    store.record_failure(conn, FailureRecord("k", "w", "t", item_index=3, repeat=1,
+                                             error="Timeout", attempts=3))
     (failure,) = store.iter_table(conn, "failures")
     assert (failure["item_index"], failure["attempts"]) == (3, 3)
-    store.set_plan(conn, [{"key": "k-1", "variant": "w", "task": "t", "item_index": 1,
-                           "repeat": 0}])
-    store.insert_generation(conn, generation("k-1"), SCORE)
-    store.insert_generation(conn, generation("k-2"), SCORE)
+    store.set_plan(conn, [("k-1", "w", "t", 1, 0)])
+    store.insert_generation(conn, generation("k-1"), score("k-1"))
+    store.insert_generation(conn, generation("k-2"), score("k-2"))
     assert [r["key"] for r in store.iter_rows(conn, planned_only=True)] == ["k-1"]
     store.set_meta(conn, "spec", {"a": 1})
     assert json.loads(store.get_meta(conn, "spec")) == {"a": 1}
@@ -87,7 +89,7 @@ def test_variants_failures_plan_and_meta(tmp_path):
 def insert_range(run_dir: str, start: int, stop: int) -> None:
     conn = store.connect(run_dir)
     for i in range(start, stop):
-        store.insert_generation(conn, generation(f"k-{i}"), SCORE)
+        store.insert_generation(conn, generation(f"k-{i}"), score(f"k-{i}"))
     conn.close()
 
 
@@ -121,7 +123,7 @@ def test_damaged_store_cli_exit_2(tmp_path):
     """A store whose pages were overwritten: the CLI says so in one line, exit 2."""
     conn = store.connect(tmp_path)
     for i in range(200):
-        store.insert_generation(conn, generation(f"k-{i}", output="y" * 500), SCORE)
+        store.insert_generation(conn, generation(f"k-{i}", output="y" * 500), score(f"k-{i}"))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     path = tmp_path / store.STORE_FILE
@@ -137,12 +139,12 @@ def test_damaged_store_cli_exit_2(tmp_path):
 
 def test_disk_full_is_a_clear_error_and_keeps_what_is_stored(tmp_path):
     conn = store.connect(tmp_path)
-    store.insert_generation(conn, generation("k-0"), SCORE)
+    store.insert_generation(conn, generation("k-0"), score("k-0"))
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite's own "disk is full"
     with pytest.raises(InputError, match="disk is full"):
         for i in range(1, 200):
-            store.insert_generation(conn, generation(f"k-{i}", output="z" * 4000), SCORE)
+            store.insert_generation(conn, generation(f"k-{i}", output="z" * 4000), score(f"k-{i}"))
     conn.close()
     rows = list(store.iter_rows(store.connect(tmp_path, readonly=True)))
     assert rows[0]["key"] == "k-0" and all(r["correct"] == 1 for r in rows)
@@ -189,25 +191,25 @@ def test_read_only_run_dir():
 
 def test_export_formats(tmp_path):
     conn = store.connect(tmp_path)
-    store.insert_generation(conn, generation("k-1"), SCORE)
+    store.insert_generation(conn, generation("k-1"), score("k-1"))
     store.insert_generation(conn, generation("k-2", output='say "hi",\nnewline'), None)
     conn.close()
-    jsonl = store.export_run(tmp_path, "jsonl")
+    jsonl = export_run(tmp_path, "jsonl")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["key"] for r in rows] == ["k-1", "k-2"]
     assert rows[0]["thinking_tokens"] == 4 and rows[0]["correct"] == 1
     assert rows[1]["correct"] is None and rows[1]["output"] == 'say "hi",\nnewline'
-    with store.export_run(tmp_path, "csv", tmp_path / "out.csv").open(newline="") as f:
+    with export_run(tmp_path, "csv", tmp_path / "out.csv").open(newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert csv_rows[1]["output"] == 'say "hi",\nnewline' and csv_rows[0]["answer_tokens"] == "3"
     import pyarrow.parquet as pq
 
-    table = pq.read_table(store.export_run(tmp_path, "parquet"))
+    table = pq.read_table(export_run(tmp_path, "parquet"))
     assert table.num_rows == 2 and table.column("completion_tokens").to_pylist() == [7, 7]
     with pytest.raises(InputError, match="unknown export format"):
-        store.export_run(tmp_path, "xlsx")
+        export_run(tmp_path, "xlsx")
     with pytest.raises(InputError, match="no results store"):
-        store.export_run(tmp_path / "empty", "jsonl")
+        export_run(tmp_path / "empty", "jsonl")
 
 
 def test_readonly_connection_cannot_write(tmp_path):

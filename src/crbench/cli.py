@@ -79,33 +79,41 @@ def score(
     run_dir: Annotated[
         Path | None, typer.Option("--run", help="rescore every output stored in a run directory")
     ] = None,
+    style: Annotated[str | None, typer.Option(
+        "--style", help="prompt style the outputs were made with: completion (prefills <think>) "
+                        "| chat | direct; default: the task's")] = None,
 ) -> None:
     """Score model outputs against a dataset file (N = the item's 0-based row in --data).
 
     Accuracy is over all items loaded from --data; items without an output count as no answer.
-    no_answer and truncated in the summary are counts.
+    Outputs are read in the prompt style that made them (--style; the paper's completion style
+    prefills <think>, so an output without </think> is unfinished). no_answer, truncated and
+    unfinished in the summary are counts.
     """
     import json
 
     if run_dir is not None:
-        from crbench.runner import rescore_run
-        from crbench.store import STORE_FILE
+        from crbench.rescore import rescore_run
 
-        if not (run_dir / STORE_FILE).is_file():  # rescoring must not create an empty store
-            raise InputError(run_dir, f"no results store ({STORE_FILE}) in this run directory")
         result = rescore_run(run_dir)
-        print(json.dumps(result, indent=None if as_json else 2))
+        print(json.dumps(result.as_json(), indent=None if as_json else 2))
         return
     if task is None or data is None or outputs is None:
         raise InputError(None, "score needs --task, --data and --outputs (or --run RUN_DIR)")
 
     from crbench.score import read_outputs, score_items, summarize
+    from crbench.scoring import task_default_style
     from crbench.tasks import get_task
+    from crbench.tasks.common import STYLES
 
     module = get_task(task)
+    style = style or task_default_style(module)
+    if style not in STYLES:
+        raise InputError(None, f"unknown prompt style {style!r}; known: {', '.join(STYLES)}",
+                         "--style")
     items = module.load(data, limit=limit, seed=seed, **({"mode": mode} if mode else {}))
     found = read_outputs(outputs)
-    records = score_items(module, items, found)
+    records = score_items(module, items, found, style)
     unmatched = sorted(set(found) - {item.index for item in items})
     if unmatched and limit is None:
         print(
@@ -113,7 +121,7 @@ def score(
             f"(first: index {unmatched[0]})",
             file=sys.stderr,
         )
-    summary = summarize(module.NAME, records, len(unmatched))
+    summary = summarize(module.NAME, records, len(unmatched), style)
     if per_item is not None:
         try:
             per_item.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -132,7 +140,7 @@ def _print_score_tables(summary: dict, records: list[dict], items: list) -> None
     console = Console()
     table = Table(title=f"crbench score: {summary['task']}")
     shown = [name for name in ("n", "accuracy", "em", "f1", "no_answer", "truncated",
-                               "missing_output") if name in summary]
+                               "unfinished", "missing_output") if name in summary]
     for name in shown:
         table.add_column(name, justify="right")
     table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -196,11 +204,13 @@ def export(
     out: Annotated[
         Path | None, typer.Option("--out", help="file to write (default: RUN_DIR/generations.*)")
     ] = None,
+    include_all: Annotated[bool, typer.Option(
+        "--all", help="also rows superseded by a newer run (column `superseded`)")] = False,
 ) -> None:
-    """Write one row per stored generation, with its token counts and score."""
-    from crbench.store import export_run
+    """Write one row per generation of the run (what the report counts), with tokens and score."""
+    from crbench.export import export_run
 
-    print(export_run(run_dir, fmt, out))
+    print(export_run(run_dir, fmt, out, include_superseded=include_all))
 
 
 # --- end run, export ------------------------------------------------------------------------

@@ -1,29 +1,48 @@
 """Scoring outputs written elsewhere against a dataset file: what `crbench score` does.
 
-Outputs come as a folder of `N.txt` files or a JSONL file of {"index": N, "output": "...",
-"finish_reason": "stop" | "length" (optional)}; N is the item's 0-based row index in the data file
-(`Item.index`). An item with no output counts as no answer; accuracy is over all loaded items.
+Outputs come as a folder of `N.txt` files or a JSONL file of objects
+    {"index": N, "output": "...", "finish_reason": "stop" | "length", "completion_tokens": 123,
+     "reasoning_content": "..."}                      (all but index and output optional)
+N is the item's 0-based row index in the data file (`Item.index`). Each output is graded by the
+one scoring function (`crbench.scoring.score_generation`), read in the prompt style that made it:
+the task's default unless `--style` says otherwise; the paper's "completion" style prefills
+`<think>`, so an output with no `</think>` is unfinished (truncated; explicit answer markers in
+its tail only). An item with no output counts as no answer; accuracy is over all loaded items.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from crbench.errors import InputError
+from crbench.records import JsonDict
+from crbench.scoring import score_generation, unfinished
 from crbench.tasks.base import Item
 from crbench.tasks.common import read_text, row_place
 
+NO_OUTPUT = "no-output"  # the rule of an item that has no output
 
-def read_outputs(path: str | Path) -> dict[int, tuple[str, bool]]:
-    """index -> (output text, hit the token limit) from a folder of N.txt files or a JSONL file."""
+
+@dataclass(frozen=True)
+class FileOutput:
+    """One output as a file gives it."""
+
+    output: str
+    finish_reason: str = "stop"  # "length": the engine hit its token limit
+    completion_tokens: int | None = None
+    reasoning: str | None = None  # a server's separate reasoning_content
+
+
+def read_outputs(path: str | Path) -> dict[int, FileOutput]:
+    """index -> output, from a folder of N.txt files or a JSONL file."""
     path = Path(path)
     if path.is_dir():
         return _read_folder(path)
-    outputs: dict[int, tuple[str, bool]] = {}
+    outputs: dict[int, FileOutput] = {}
     for n, line in enumerate(read_text(path).splitlines()):
         if not line.strip():
             continue
@@ -34,19 +53,33 @@ def read_outputs(path: str | Path) -> dict[int, tuple[str, bool]]:
             raise InputError(path, f"bad JSON: {getattr(exc, 'msg', exc)}", place) from None
         if not isinstance(row, dict):
             raise InputError(path, "expected a JSON object with index and output", place)
-        index, output = row.get("index"), row.get("output")
+        index = row.get("index")
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise InputError(path, f"'index' should be a row number >= 0, got {index!r}", place)
-        if not isinstance(output, str):
-            got = type(output).__name__
-            raise InputError(path, f"'output' should be a string, got {got}", place)
         if index in outputs:
             raise InputError(path, f"a second output for index {index}", place)
-        outputs[index] = (output, row.get("finish_reason") == "length")
+        outputs[index] = _file_output(path, place, row)
     return outputs
 
 
-def _read_folder(folder: Path) -> dict[int, tuple[str, bool]]:
+def _file_output(path: Path, place: str, row: JsonDict) -> FileOutput:
+    output, finish = row.get("output"), row.get("finish_reason", "stop")
+    tokens, reasoning = row.get("completion_tokens"), row.get("reasoning_content")
+    if not isinstance(output, str):
+        raise InputError(path, f"'output' should be a string, got {type(output).__name__}", place)
+    if not isinstance(finish, str) and finish is not None:
+        raise InputError(path, f"'finish_reason' should be a string, got {finish!r}", place)
+    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool)
+                               or tokens < 0):
+        raise InputError(path, f"'completion_tokens' should be a count >= 0, got {tokens!r}",
+                         place)
+    if reasoning is not None and not isinstance(reasoning, str):
+        got = type(reasoning).__name__
+        raise InputError(path, f"'reasoning_content' should be a string, got {got}", place)
+    return FileOutput(output, finish or "stop", tokens, reasoning)
+
+
+def _read_folder(folder: Path) -> dict[int, FileOutput]:
     outputs = {}
     for file in sorted(folder.glob("*.txt")):
         if not file.stem.isdigit():
@@ -54,41 +87,52 @@ def _read_folder(folder: Path) -> dict[int, tuple[str, bool]]:
         if not file.is_file():
             raise InputError(file, "is a folder, not an output file")
         # Model text is untrusted and may hold broken bytes; they must not stop the scoring.
-        outputs[int(file.stem)] = (file.read_bytes().decode("utf-8", errors="replace"), False)
+        outputs[int(file.stem)] = FileOutput(file.read_bytes().decode("utf-8", errors="replace"))
     if not outputs:
         raise InputError(folder, "no N.txt output files in this folder")
     return outputs
 
 
-def score_items(
-    task: ModuleType, items: list[Item], outputs: dict[int, tuple[str, bool]]
-) -> list[dict[str, Any]]:
-    """One record per item: index, id, extracted, correct, truncated, no_answer, rule (+em, f1)."""
+def score_items(task: ModuleType, items: list[Item], outputs: dict[int, FileOutput],
+                style: str) -> list[JsonDict]:
+    """One record per item: index, id, the ScoreRecord's fields (em, f1, details only when
+    set), and `unfinished` (the output, read as written, never closed its thinking)."""
     records = []
     for item in items:
-        output, hit_limit = outputs.get(item.index, ("", False))
-        score = task.score(item, output, hit_limit=hit_limit)
-        record = {"index": item.index, "id": item.id, **score.to_dict()}
-        if item.index not in outputs:
-            record["rule"] = "no-output"  # scored as the empty output: no answer, EM/F1 0
-        for key in ("details", "em", "f1"):
-            if record.get(key) in (None, {}):
-                record.pop(key, None)
+        found = outputs.get(item.index)
+        if found is None:  # scored as the empty output: no answer, EM/F1 0
+            score = score_generation(task, item, "", style=None)
+            record: JsonDict = {"index": item.index, "id": item.id, **asdict(score),
+                                "rule": NO_OUTPUT, "unfinished": False}
+        else:
+            score = score_generation(task, item, found.output, style=style,
+                                     reasoning=found.reasoning,
+                                     finish_reason=found.finish_reason)
+            record = {"index": item.index, "id": item.id, **asdict(score),
+                      "unfinished": unfinished(found.output, prompt=None, style=style,
+                                               reasoning=found.reasoning)}
+        record.pop("key")
+        for name in ("details", "em", "f1"):
+            if record.get(name) in (None, {}):
+                record.pop(name, None)
         records.append(record)
     return records
 
 
-def summarize(task_name: str, records: list[dict[str, Any]], unmatched: int) -> dict[str, Any]:
-    """accuracy (fraction of all n items), and counts of no answer / truncated / missing output."""
+def summarize(task_id: str, records: list[JsonDict], unmatched: int, style: str) -> JsonDict:
+    """accuracy (fraction of all n items), and counts: no answer, truncated (unfinished or hit
+    the token limit), unfinished (thinking never closed), missing output."""
     n = len(records)
-    summary: dict[str, Any] = {
-        "task": task_name,
+    summary: JsonDict = {
+        "task": task_id,
+        "style": style,
         "n": n,
         "correct": sum(r["correct"] for r in records),
         "accuracy": sum(r["correct"] for r in records) / n if n else 0.0,
         "no_answer": sum(r["no_answer"] for r in records),
         "truncated": sum(r["truncated"] for r in records),
-        "missing_output": sum(r["rule"] == "no-output" for r in records),
+        "unfinished": sum(r["unfinished"] for r in records),
+        "missing_output": sum(r["rule"] == NO_OUTPUT for r in records),
         "unmatched_outputs": unmatched,
         "rules": dict(Counter(r["rule"] for r in records).most_common()),
     }

@@ -5,6 +5,11 @@ engine settings, task and its options, item, prompt, sampling, repeat). A genera
 the moment it finishes; re-running skips stored keys; a changed parameter makes a new key.
 Scores live beside generations and can be recomputed from them at any time.
 
+The tables are the records of `crbench.records` (`crbench.store_schema` derives the columns from
+their fields): generations = GenerationRecord, scores = ScoreRecord, variants = VariantRecord,
+failures = FailureRecord; plus `plan` (the keys the latest run asked for) and `meta` (spec,
+`schema_version`). Writers pass records; the one reader, `read_run`, gives them back.
+
 Crash safety: every generation is its own transaction (generation row and score row together),
 so a process killed at any moment leaves every finished generation stored and none half-stored.
 WAL with synchronous=NORMAL survives a killed process (the OS still holds the log); after a power
@@ -12,7 +17,8 @@ cut the last few commits may be missing but the file is never corrupt. Rows are 
 with INSERT OR IGNORE, so two processes writing one store never duplicate a key; stored
 generations are never updated or deleted (scores are recomputed by `rescore`, plans replaced).
 
-Readers (export, report) use `connect(run_dir, readonly=True)` and `iter_rows(conn)`.
+Versions: a store written by an older crbench is migrated when opened for writing, and read as
+it is when opened read-only (`crbench.store_schema`).
 """
 
 from __future__ import annotations
@@ -23,112 +29,42 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from crbench.errors import InputError
+from crbench.records import FailureRecord, GenerationRecord, ScoreRecord, VariantRecord
+from crbench.store_schema import (
+    FAILURE_COLUMNS,
+    GENERATION_COLUMNS,
+    PLAN_COLUMNS,
+    SCHEMA_VERSION,
+    SCORE_COLUMNS,
+    VARIANT_COLUMNS,
+    create_or_migrate,
+    failure_values,
+    generation_from_row,
+    generation_values,
+    score_values,
+    stored_version,
+    variant_values,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "STORE_FILE", "Store", "connect", "insert_generation", "replace_scores",
+    "record_failure", "put_variant", "set_plan", "set_meta", "get_meta", "stored_keys",
+    "stored_scores", "read_run", "RunData", "iter_rows", "iter_table", "count_generations",
+]
 
 STORE_FILE = "results.sqlite"
 BUSY_TIMEOUT_MS = 60_000
 CACHE_KIB = -65_536  # 64 MiB page cache (negative = KiB): the key index of 1M rows fits
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS generations (
-    key               TEXT PRIMARY KEY,   -- sha256 of the canonical JSON of what determines it
-    variant           TEXT NOT NULL,      -- variant label from the spec, e.g. "sparsegpt-50"
-    base_model        TEXT NOT NULL,      -- model label the variant derives from (dense: itself)
-    engine            TEXT NOT NULL,      -- "hf" | "openai" | "vllm" | "llamacpp"
-    task              TEXT NOT NULL,      -- task label from the spec (e.g. "musique_open")
-    task_name         TEXT NOT NULL,      -- registry name (e.g. "musique")
-    task_options      TEXT NOT NULL,      -- JSON
-    item_index        INTEGER NOT NULL,   -- Item.index
-    item_id           TEXT NOT NULL,      -- Item.id
-    repeat            INTEGER NOT NULL,   -- 0-based repeat
-    seed              INTEGER NOT NULL,
-    sampling          TEXT NOT NULL,      -- JSON of SamplingParams
-    prompt            TEXT NOT NULL,      -- rendered prompt (JSON for chat messages)
-    output            TEXT NOT NULL,
-    reasoning         TEXT,               -- a server's separate reasoning_content, if any
-    prompt_tokens     INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    thinking_tokens   INTEGER NOT NULL,
-    answer_tokens     INTEGER NOT NULL,
-    finish_reason     TEXT NOT NULL,      -- "stop" | "length"
-    truncated         INTEGER NOT NULL,   -- hit the token limit or thinking never closed
-    wall_s            REAL NOT NULL,
-    created_at        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS generations_by_cell ON generations (variant, task, repeat);
-
-CREATE TABLE IF NOT EXISTS scores (
-    key        TEXT PRIMARY KEY REFERENCES generations (key),
-    extracted  TEXT,
-    correct    INTEGER NOT NULL,
-    no_answer  INTEGER NOT NULL,
-    truncated  INTEGER NOT NULL,
-    rule       TEXT NOT NULL,
-    em         REAL,
-    f1         REAL,
-    details    TEXT                  -- JSON
-);
-
--- One row per model variant of the run: what it is, so the report can group and plot it.
-CREATE TABLE IF NOT EXISTS variants (
-    variant     TEXT PRIMARY KEY,
-    base_model  TEXT NOT NULL,
-    method      TEXT NOT NULL,       -- "dense" | "sparsegpt" | "wanda" | "magnitude" | "gptq"
-                                     -- | "rtn" | "gguf" | ...
-    sparsity    REAL,                -- fraction, e.g. 0.5 (NULL if not pruned)
-    pattern     TEXT,                -- "2:4" etc.
-    bits        REAL,                -- e.g. 4, 3, 1.58 (NULL = 16/32-bit)
-    group_size  INTEGER,
-    size_bytes  INTEGER,             -- model size on disk (or effective size for fake-quant)
-    ppl         REAL,                -- perplexity on the run's held-out text, if measured
-    model_path  TEXT,
-    manifest    TEXT                 -- JSON: compression.json contents, if compressed
-);
-
--- Items whose generation failed after all retries: recorded, reported, never scored as wrong.
-CREATE TABLE IF NOT EXISTS failures (
-    key        TEXT NOT NULL,
-    variant    TEXT NOT NULL,
-    task       TEXT NOT NULL,
-    item_index INTEGER NOT NULL,
-    repeat     INTEGER NOT NULL,
-    error      TEXT NOT NULL,
-    attempts   INTEGER NOT NULL,
-    at         TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-
--- The keys the latest `crbench run` of this directory asked for (replaced by each run). A store
--- can hold rows of earlier versions of a spec (say, another max_new_tokens); joining on `plan`
--- selects the current spec's cells, and plan keys missing from `generations` are not done yet.
-CREATE TABLE IF NOT EXISTS plan (
-    key        TEXT PRIMARY KEY,
-    variant    TEXT NOT NULL,
-    task       TEXT NOT NULL,
-    item_index INTEGER NOT NULL,
-    repeat     INTEGER NOT NULL
-);
-"""
-
-GENERATION_COLUMNS = (
-    "key", "variant", "base_model", "engine", "task", "task_name", "task_options", "item_index",
-    "item_id", "repeat", "seed", "sampling", "prompt", "output", "reasoning", "prompt_tokens",
-    "completion_tokens", "thinking_tokens", "answer_tokens", "finish_reason", "truncated",
-    "wall_s", "created_at",
-)
-SCORE_COLUMNS = ("key", "extracted", "correct", "no_answer", "truncated", "rule", "em", "f1",
-                 "details")
-VARIANT_COLUMNS = ("variant", "base_model", "method", "sparsity", "pattern", "bits", "group_size",
-                   "size_bytes", "ppl", "model_path", "manifest")
+PlanRow = tuple[str, str, str, int, int]  # (key, variant, task, item_index, repeat)
 
 
 class Store(sqlite3.Connection):
-    """A connection that knows its file, so every error can name it."""
+    """A connection that knows its file (so every error can name it) and its schema version."""
 
     path: Path
+    schema_version: int
 
 
 def now() -> str:
@@ -164,8 +100,15 @@ def guarded(conn: Store) -> Iterator[None]:
         raise explain(conn.path, exc) from None
 
 
+def store_path(run_dir_or_store: str | Path) -> Path:
+    """RUN_DIR/results.sqlite, or the store file itself when given one."""
+    path = Path(run_dir_or_store)
+    return path if path.suffix == ".sqlite" or path.is_file() else path / STORE_FILE
+
+
 def connect(run_dir: str | Path, *, readonly: bool = False) -> Store:
-    """Open (creating if needed, unless `readonly`) the store of a run directory."""
+    """Open the store of a run directory. For writing it is created if needed, and an older
+    store is migrated to `SCHEMA_VERSION`; `readonly` opens never change the file."""
     run_dir = Path(run_dir)
     path = run_dir / STORE_FILE
     if readonly:
@@ -182,6 +125,10 @@ def connect(run_dir: str | Path, *, readonly: bool = False) -> Store:
         raise InputError(run_dir, f"cannot create the run directory: {exc.strerror}") from None
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(run_dir, "the run directory is a file")
+    return open_writable(path)
+
+
+def open_writable(path: Path) -> Store:
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, factory=Store,
                                isolation_level=None)  # we open transactions ourselves
@@ -189,19 +136,24 @@ def connect(run_dir: str | Path, *, readonly: bool = False) -> Store:
         raise explain(path, exc) from None
     conn.path = path
     conn.row_factory = sqlite3.Row
-    with guarded(conn):
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Another program's SQLite file under our name: refuse before changing anything in it.
-        # (A file with no tables yet is ours, left by a process killed while creating it.)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "generations" not in tables:
-            conn.close()
-            raise InputError(path, "not a crbench results store (a SQLite file with other "
-                                   "tables); move it away or choose another --out")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA cache_size = {CACHE_KIB}")
-        conn.executescript(SCHEMA)
+    try:
+        with guarded(conn):
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Another program's SQLite file under our name: refuse before changing anything.
+            # (A file with no tables yet is ours, left by a process killed while creating it.)
+            tables = table_names(conn)
+            if tables and "generations" not in tables:
+                raise InputError(path, "not a crbench results store (a SQLite file with other "
+                                       "tables); move it away or choose another --out")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA cache_size = {CACHE_KIB}")
+            with transaction(conn):
+                create_or_migrate(conn, path)
+            conn.schema_version = SCHEMA_VERSION
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -216,13 +168,23 @@ def open_readonly(path: Path) -> Store:
             conn.path = path
             conn.row_factory = sqlite3.Row
             conn.execute("SELECT count(*) FROM generations").fetchone()
-            return conn
         except sqlite3.Error as exc:
             last = exc
+            continue
+        try:
+            conn.schema_version = stored_version(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
     assert last is not None
     if "no such table" in str(last):
         raise InputError(path, "not a crbench results store (no generations table)")
     raise explain(path, last)
+
+
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 @contextlib.contextmanager
@@ -245,73 +207,68 @@ def insert_sql(table: str, columns: tuple[str, ...], verb: str = "INSERT OR IGNO
             f"VALUES ({', '.join(':' + c for c in columns)})")
 
 
-def score_row(key: str, score: dict[str, Any]) -> dict[str, Any]:
-    """A task's Score (as a dict) in the scores table's shape."""
-    return {
-        "key": key,
-        "extracted": score.get("extracted"),
-        "correct": int(bool(score.get("correct"))),
-        "no_answer": int(bool(score.get("no_answer"))),
-        "truncated": int(bool(score.get("truncated"))),
-        "rule": str(score.get("rule") or "none"),
-        "em": score.get("em"),
-        "f1": score.get("f1"),
-        "details": json.dumps(score.get("details") or {}, default=str),
-    }
+# --- writing --------------------------------------------------------------------------------
 
 
-def insert_generation(conn: Store, row: dict[str, Any], score: dict[str, Any] | None) -> bool:
+def insert_generation(conn: Store, generation: GenerationRecord, score: ScoreRecord | None
+                      ) -> bool:
     """Store one generation and its score in one transaction. False if the key was stored
     already (by an earlier run or another process): the stored row is kept as it was."""
-    row = {"created_at": now(), "reasoning": None, **row}
+    generation, score = _legacy_generation(generation, score)
+    values = generation_values(generation, now())
     with transaction(conn):
-        inserted = conn.execute(insert_sql("generations", GENERATION_COLUMNS), row).rowcount == 1
+        inserted = conn.execute(insert_sql("generations", GENERATION_COLUMNS),
+                                values).rowcount == 1
         if inserted and score is not None:
-            conn.execute(insert_sql("scores", SCORE_COLUMNS), score_row(row["key"], score))
+            if score.key != generation.key:
+                raise ValueError(f"score of {score.key!r} given with generation "
+                                 f"{generation.key!r}")
+            conn.execute(insert_sql("scores", SCORE_COLUMNS), score_values(score))
     return inserted
 
 
-def replace_scores(conn: Store, scores: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def replace_scores(conn: Store, scores: Iterable[ScoreRecord]) -> None:
     """Rescoring: scores are derived data, so they (and only they) are replaced."""
     with transaction(conn):
         conn.executemany(insert_sql("scores", SCORE_COLUMNS, "INSERT OR REPLACE"),
-                         (score_row(key, score) for key, score in scores))
+                         (score_values(_legacy_score(score)) for score in scores))
 
 
-def record_failure(conn: Store, *, key: str, variant: str, task: str, item_index: int,
-                   repeat: int, error: str, attempts: int) -> None:
+def record_failure(conn: Store, failure: FailureRecord | None = None, **legacy: object) -> None:
+    """A generation that failed after all its retries (one row per attempt of a run)."""
+    failure = failure if failure is not None else FailureRecord(**legacy)  # type: ignore[arg-type]
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO failures (key, variant, task, item_index, repeat, error, attempts, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, variant, task, item_index, repeat, error, attempts, now()),
-        )
+        conn.execute(insert_sql("failures", FAILURE_COLUMNS, "INSERT"),
+                     failure_values(failure, now()))
 
 
-def put_variant(conn: Store, row: dict[str, Any]) -> None:
+def put_variant(conn: Store, variant: VariantRecord) -> None:
     """Describe a variant label. Metadata, not results: the latest spec's description wins
     (its generations keep their own full identity in their keys). A stored ppl is kept when
     the new description has none."""
-    row = {c: row.get(c) for c in VARIANT_COLUMNS}
+    if isinstance(variant, dict):  # TRANSITIONAL, see _legacy_generation
+        variant = VariantRecord(**variant)
     updates = ", ".join(f"{c} = excluded.{c}" for c in VARIANT_COLUMNS[1:] if c != "ppl")
     with transaction(conn):
         conn.execute(
             insert_sql("variants", VARIANT_COLUMNS, "INSERT")
             + f" ON CONFLICT (variant) DO UPDATE SET {updates}, "
             "ppl = coalesce(excluded.ppl, variants.ppl)",
-            row,
+            variant_values(variant),
         )
 
 
-def set_plan(conn: Store, rows: Iterable[dict[str, Any]]) -> None:
+def set_plan(conn: Store, rows: Iterable[PlanRow]) -> None:
+    """Replace the plan: the (key, variant, task, item_index, repeat) the latest run asks for."""
     with transaction(conn):
         conn.execute("DELETE FROM plan")
-        conn.executemany(
-            "INSERT OR IGNORE INTO plan (key, variant, task, item_index, repeat) "
-            "VALUES (:key, :variant, :task, :item_index, :repeat)", rows)
+        rows = (tuple(r[c] for c in PLAN_COLUMNS) if isinstance(r, dict) else r  # TRANSITIONAL
+                for r in rows)
+        conn.executemany("INSERT OR IGNORE INTO plan (key, variant, task, item_index, repeat) "
+                         "VALUES (?, ?, ?, ?, ?)", rows)
 
 
-def set_meta(conn: Store, name: str, value: Any) -> None:
+def set_meta(conn: Store, name: str, value: object) -> None:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     with transaction(conn):
         conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, text))
@@ -320,10 +277,38 @@ def set_meta(conn: Store, name: str, value: Any) -> None:
 def get_meta(conn: Store, name: str) -> str | None:
     with guarded(conn):
         row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
+    return str(row[0]) if row else None
 
 
-def select_in(conn: Store, sql: str, keys: Iterable[str]) -> Iterator[tuple]:
+def _legacy_generation(generation: GenerationRecord, score: ScoreRecord | None
+                       ) -> tuple[GenerationRecord, ScoreRecord | None]:
+    """TRANSITIONAL: the runner of commit 72b1cdb passes dicts (task_name, Score.to_dict());
+    accepted until it passes records (issue 11, runner split). Remove with it."""
+    if isinstance(generation, dict):
+        generation = generation_from_row({"reasoning": None, **generation})
+    if isinstance(score, dict):
+        score = _legacy_score((generation.key, score))
+    return generation, score
+
+
+def _legacy_score(score: ScoreRecord | tuple[str, dict[str, object]] | dict[str, object]
+                  ) -> ScoreRecord:
+    """TRANSITIONAL (see _legacy_generation): (key, Score dict) pairs of the old rescoring."""
+    if isinstance(score, ScoreRecord):
+        return score
+    key, values = score if isinstance(score, tuple) else (str(score["key"]), score)
+    fields = {name: values.get(name) for name in SCORE_COLUMNS if name != "key"}
+    fields["rule"] = str(fields["rule"] or "none")
+    fields["details"] = fields["details"] or {}
+    for flag in ("correct", "no_answer", "truncated"):
+        fields[flag] = bool(fields[flag])
+    return ScoreRecord(key=key, **fields)  # type: ignore[arg-type]
+
+
+# --- lookups (the runner's skip-checks) -----------------------------------------------------
+
+
+def select_in(conn: Store, sql: str, keys: Iterable[str]) -> Iterator[sqlite3.Row]:
     """Rows of `sql` (its WHERE has `IN ({marks})`) for every key, in chunks under SQLite's
     bound-parameter limit. One indexed lookup per key: the cost per key grows only with the
     depth of the key index (see benchmarks/store_scaling.py)."""
@@ -340,111 +325,18 @@ def stored_keys(conn: Store, keys: Iterable[str]) -> set[str]:
                                     keys)}
 
 
-def stored_scores(conn: Store, keys: Iterable[str]) -> dict[str, int | None]:
+def stored_scores(conn: Store, keys: Iterable[str]) -> dict[str, bool | None]:
     """Stored keys among `keys`, each with its `correct` (None if unscored): the runner's
     skip-check and the starting point of its running accuracy."""
     sql = ("SELECT g.key, s.correct FROM generations g LEFT JOIN scores s USING (key) "
            "WHERE g.key IN ({marks})")
-    return {r[0]: r[1] for r in select_in(conn, sql, keys)}
-
-
-def iter_rows(conn: Store, *, variant: str | None = None, task: str | None = None,
-              planned_only: bool = False) -> Iterator[dict[str, Any]]:
-    """Every stored generation with its score fields (NULL when unscored), in a stable order.
-
-    Score columns that clash with generation columns are prefixed `score_` (`score_truncated`).
-    `planned_only` keeps only the keys the latest run of this directory asked for.
-    """
-    where, args = [], []
-    if variant is not None:
-        where.append("g.variant = ?")
-        args.append(variant)
-    if task is not None:
-        where.append("g.task = ?")
-        args.append(task)
-    if planned_only:
-        where.append("g.key IN (SELECT key FROM plan)")
-    sql = ("SELECT g.*, s.extracted, s.correct, s.no_answer, s.truncated AS score_truncated, "
-           "s.rule, s.em, s.f1, s.details FROM generations g LEFT JOIN scores s USING (key)"
-           + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY g.variant, g.task, g.item_index, g.repeat, g.key")
-    with guarded(conn):
-        for row in conn.execute(sql, args):
-            yield dict(row)
-
-
-def iter_table(conn: Store, table: str) -> Iterator[dict[str, Any]]:
-    """All rows of `variants`, `failures`, `meta` or `plan`."""
-    if table not in ("variants", "failures", "meta", "plan"):
-        raise ValueError(table)
-    with guarded(conn):
-        for row in conn.execute(f"SELECT * FROM {table}"):
-            yield dict(row)
+    return {r[0]: None if r[1] is None else bool(r[1]) for r in select_in(conn, sql, keys)}
 
 
 def count_generations(conn: Store) -> int:
     with guarded(conn):
-        return conn.execute("SELECT count(*) FROM generations").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM generations").fetchone()[0])
 
 
-
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
-EXPORT_COLUMNS = (*GENERATION_COLUMNS, "extracted", "correct", "no_answer", "score_truncated",
-                  "rule", "em", "f1", "details")  # as iter_rows names them
-
-
-def export_run(run_dir: str | Path, fmt: str = "jsonl", out: str | Path | None = None) -> Path:
-    """Write one row per stored generation (all generation columns, then the score's) to `out`
-    (default RUN_DIR/generations.<fmt>); written beside and renamed into place."""
-    import csv
-    import os
-
-    if fmt not in EXPORT_FORMATS:
-        raise InputError(None, f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}",
-                         "--format")
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / f"generations.{fmt}"
-    conn = connect(run_dir, readonly=True)
-    try:
-        rows = list(iter_rows(conn))
-    finally:
-        conn.close()
-    columns = EXPORT_COLUMNS
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "jsonl":
-            with tmp.open("w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps({c: row[c] for c in columns}, ensure_ascii=False) + "\n")
-        elif fmt == "csv":
-            with tmp.open("w", encoding="utf-8", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-        else:
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise InputError(out, "parquet export needs pyarrow (pip install pyarrow); "
-                                      "or use --format jsonl/csv") from None
-            table = pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows],
-                                         schema=export_schema(pa))
-            pq.write_table(table, tmp)
-        tmp.replace(out)
-    except OSError as exc:
-        raise InputError(out, f"cannot write the export: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
-
-
-def export_schema(pa: Any) -> Any:
-    """Fixed column types, so an all-NULL column (say, em) still has one."""
-    integer = ("item_index", "repeat", "seed", "prompt_tokens", "completion_tokens",
-               "thinking_tokens", "answer_tokens", "truncated", "correct", "no_answer",
-               "score_truncated")
-    real = ("wall_s", "em", "f1")
-    return pa.schema([(c, pa.int64() if c in integer else pa.float64() if c in real
-                       else pa.string()) for c in EXPORT_COLUMNS])
+# The one reader lives in its own module; imported here so `crbench.store` is the whole API.
+from crbench.store_read import RunData, iter_rows, iter_table, read_run  # noqa: E402
