@@ -175,6 +175,7 @@ _MENTION = re.compile(
     r"|\b(?i:correct\s+(?:one|answer|option|choice)\s+is)\s+\(?([A-D])\b"
 )
 
+_ALONE = re.compile(r"\s*\(?([A-D])\)?[.]?\s*")
 
 def _letter(match: re.Match) -> str:
     return next(group for group in match.groups() if group).upper()
@@ -196,7 +197,11 @@ def parse_choice(candidate: str, options: dict[str, str]) -> str | None:
 
 
 def last_choice(text: str) -> tuple[str, str] | None:
-    """Weak rule for an answer part with no marker: the last letter named in prose."""
+    """Weak rule for an answer part with no marker: the answer part is a letter alone ("B",
+    "**(B)**"), else the last letter named in prose."""
+    alone = _ALONE.fullmatch(clean(text[-200:]))
+    if alone and len(text.strip()) <= 200:
+        return alone.group(1), "letter"
     mentions = list(_MENTION.finditer(clean(text[-20000:])))
     return (_letter(mentions[-1]), "option") if mentions else None
 

@@ -74,7 +74,8 @@ def _level(path: str | Path | None, value: object, index: int) -> int | None:
     if value is None:
         return None
     text = str(value).strip().removeprefix("Level").strip()
-    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or len(text) > 2:
+    if (isinstance(value, bool) or not text.isascii() or not text.isdigit() or len(text) > 1
+            or not 1 <= int(text) <= 5):
         msg = f"field 'level' should be a level from 1 to 5, got {str(value)[:40]!r}"
         raise InputError(path or "hub", msg, row_place(index))
     return int(text)
