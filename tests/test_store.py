@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -230,3 +231,112 @@ def test_export_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "crbench.cli", "export", str(tmp_path / "run"),
                            "--format", "xml"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown export format 'xml'" in proc.stderr
+
+
+# --- versions: a store written by the code of commit 72b1cdb (schema 1) -----------------------
+
+V1_STORE = Path(__file__).parent / "fixtures" / "store_v1"
+EXAMPLE_DATA = Path(__file__).parent.parent / "examples" / "data"
+
+
+def v1_copy(tmp_path: Path) -> Path:
+    """tests/fixtures/store_v1/results.sqlite, made at commit 72b1cdb by `crbench run` of
+    spec_a.toml then spec_b.toml (max_new_tokens 12, then 16: 8 superseded rows) in /tmp/v1spec,
+    plus one failure outside the plan. Copied, so the fixture itself never changes."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(V1_STORE / store.STORE_FILE, run / store.STORE_FILE)
+    return run
+
+
+def test_a_v1_store_is_read_as_it_is_and_left_unchanged(tmp_path):
+    run = v1_copy(tmp_path)
+    before = (run / store.STORE_FILE).read_bytes()
+    data = store.read_run(run)
+    assert data.schema_version == 1
+    assert len(data.rows) == 8 and data.superseded == 8
+    assert {(s.generation.task, s.generation.task_id) for s in data.rows} == {
+        ("aime", "aime24"), ("folio", "folio")}
+    assert all(s.score is not None for s in data.rows)
+    # the plan of the second run (max_new_tokens 16) is what the run is
+    assert {json.loads(s.generation.sampling)["max_new_tokens"] for s in data.rows} == {16}
+    assert data.planned == {("smol", "aime"): 2, ("smol", "folio"): 2,
+                            ("smol-mag50", "aime"): 2, ("smol-mag50", "folio"): 2}
+    assert data.variants["smol"].method == "dense" and data.variants["smol"].parent is None
+    mag = data.variants["smol-mag50"]
+    assert (mag.method, mag.sparsity, mag.parent) == ("magnitude", 0.5, "smol")
+    assert data.failures == []  # the one failure is not in the plan
+    everything = store.read_run(run, include_superseded=True)
+    assert len(everything.rows) == 16 and sum(s.superseded for s in everything.rows) == 8
+    assert (run / store.STORE_FILE).read_bytes() == before
+
+
+def test_a_writing_connect_migrates_a_v1_store(tmp_path):
+    run = v1_copy(tmp_path)
+    as_read = store.read_run(run)
+    conn = store.connect(run)
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(generations)")]
+    assert "task_id" in columns and "task_name" not in columns
+    variant_columns = [r[1] for r in conn.execute("PRAGMA table_info(variants)")]
+    assert {"parent", "bits_per_weight", "teacher"} <= set(variant_columns)
+    assert store.get_meta(conn, "schema_version") == str(store.SCHEMA_VERSION)
+    conn.close()
+    migrated = store.read_run(run)
+    assert migrated.schema_version == store.SCHEMA_VERSION
+    assert migrated.rows == as_read.rows and migrated.variants == as_read.variants
+    assert migrated.planned == as_read.planned and migrated.superseded == 8
+    store.connect(run).close()  # a second open finds it current and changes nothing
+    assert store.read_run(run).rows == as_read.rows
+
+
+def test_export_and_rescoring_of_a_v1_store(tmp_path):
+    run = v1_copy(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "crbench.cli", "export", str(run)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {r["task_id"] for r in rows} == {"aime24", "folio"}
+    assert {r["key"] for r in rows} == {s.generation.key for s in store.read_run(run).rows}
+    proc = subprocess.run([sys.executable, "-m", "crbench.cli", "export", str(run), "--all",
+                           "--format", "csv"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with (run / "generations.csv").open(newline="") as f:
+        flags = [r["superseded"] for r in csv.DictReader(f)]
+    assert sorted(flags) == ["False"] * 8 + ["True"] * 8
+    # The stored task options name the data files where the fixture was made; point them here.
+    for name in ("aime_mini.jsonl", "folio_mini.jsonl"):
+        shutil.copy(EXAMPLE_DATA / name, tmp_path / name)
+    with sqlite3.connect(run / store.STORE_FILE) as raw:
+        raw.execute("UPDATE generations SET task_options = "
+                    "replace(task_options, '/tmp/v1spec/', ?)", (f"{tmp_path}/",))
+    proc = subprocess.run([sys.executable, "-m", "crbench.cli", "score", "--run", str(run),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["rescored"], result["skipped"]) == (16, 0), result
+    assert set(result["tasks"]) == {"aime", "folio"}
+    assert store.read_run(run).schema_version == store.SCHEMA_VERSION  # migrated on the way
+
+
+def test_a_store_from_a_newer_crbench_is_refused_in_one_line(tmp_path):
+    conn = store.connect(tmp_path)
+    store.insert_generation(conn, generation("k-1"), score("k-1"))
+    store.set_meta(conn, "schema_version", store.SCHEMA_VERSION + 1)
+    conn.close()
+    for open_it in (lambda: store.connect(tmp_path), lambda: store.read_run(tmp_path)):
+        with pytest.raises(InputError, match="written by a newer crbench"):
+            open_it()
+    proc = subprocess.run([sys.executable, "-m", "crbench.cli", "export", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "upgrade crbench" in proc.stderr
+
+
+def test_schema_columns_are_the_records_fields(tmp_path):
+    conn = store.connect(tmp_path)
+    for table, record in (("generations", GenerationRecord), ("scores", ScoreRecord),
+                          ("variants", VariantRecord), ("failures", FailureRecord)):
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        assert tuple(columns) == tuple(f.name for f in dataclasses.fields(record))
+    nullable = {r[1]: not r[3] for r in conn.execute("PRAGMA table_info(generations)")}
+    assert nullable["reasoning"] and not nullable["output"]
