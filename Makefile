@@ -25,10 +25,12 @@ test: setup
 	# Headless Chromium renders the HTML report in a test (installed with apt-get when root).
 	./scripts/ensure-chromium
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
