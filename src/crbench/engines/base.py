@@ -27,6 +27,27 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int = 0
+    # Budget forcing (see crbench/engines/budget.py): once `thinking_budget` thinking tokens are
+    # spent, `</think>` and `answer_cue` (None: budget.ANSWER_CUE) are appended and the model
+    # answers; an end of thinking before `min_thinking` tokens is replaced by "Wait".
+    thinking_budget: int | None = None
+    min_thinking: int | None = None
+    answer_cue: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.thinking_budget is not None and self.thinking_budget < 0:
+            raise ValueError(f"thinking_budget must be >= 0, not {self.thinking_budget}")
+        if self.min_thinking is not None and self.min_thinking < 0:
+            raise ValueError(f"min_thinking must be >= 0, not {self.min_thinking}")
+        if (self.thinking_budget is not None and self.min_thinking is not None
+                and self.min_thinking > self.thinking_budget):
+            raise ValueError(f"min_thinking ({self.min_thinking}) is above thinking_budget "
+                             f"({self.thinking_budget})")
+
+    @property
+    def forces_thinking(self) -> bool:
+        """Whether budget forcing is asked for (either bound set)."""
+        return self.thinking_budget is not None or bool(self.min_thinking)
 
 
 @dataclass
