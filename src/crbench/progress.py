@@ -16,7 +16,9 @@ PLAIN_EVERY_S = 10.0
 
 
 @dataclass
-class Cell:
+class CellProgress:
+    """One (variant, task) cell of a run, as it progresses."""
+
     variant: str
     task: str
     total: int
@@ -30,7 +32,7 @@ class Cell:
     last_print: float = field(default=0.0)
 
     @property
-    def name(self) -> str:
+    def title(self) -> str:
         return f"{self.variant} / {self.task}"
 
     def tokens_per_s(self) -> float | None:
@@ -48,7 +50,7 @@ class Cell:
         return self.correct / self.scored if self.scored else None
 
     def line(self) -> str:
-        parts = [f"{self.name}: {self.done}/{self.total} done"]
+        parts = [f"{self.title}: {self.done}/{self.total} done"]
         if self.failed:
             parts.append(f"{self.failed} failed")
         rate, eta, acc = self.tokens_per_s(), self.eta_s(), self.accuracy()
@@ -71,7 +73,8 @@ def format_seconds(seconds: float) -> str:
 class RunProgress:
     """Tracks every (variant, task) cell; shows a rich table on a TTY, plain lines otherwise."""
 
-    def __init__(self, cells: list[Cell], stream: TextIO | None = None, live: bool | None = None):
+    def __init__(self, cells: list[CellProgress], stream: TextIO | None = None,
+                 live: bool | None = None):
         self.cells = {(c.variant, c.task): c for c in cells}
         self.stream = stream or sys.stdout
         self.live_enabled = self.stream.isatty() if live is None else live
@@ -113,7 +116,7 @@ class RunProgress:
         cell.failed += 1
         self.show(cell)
 
-    def show(self, cell: Cell) -> None:
+    def show(self, cell: CellProgress) -> None:
         if self.live is not None:
             self.live.update(self.table())
             return

@@ -15,8 +15,8 @@ A spec is a TOML (or YAML) file; it is data and is never executed. Example:
     sparsity = 0.5
 
     [[tasks]]
-    task = "aime24"                         # registry name
-    label = "aime"                          # default: the task name; must be unique
+    task = "aime24"                         # registry id (in code: TaskSpec.task_id)
+    label = "aime"                          # default: the task id; must be unique
     path = "examples/data/aime_mini.jsonl"  # omitted: the Hugging Face hub
     limit = 5
     style = "completion"                    # or "chat"
@@ -39,6 +39,11 @@ key other than task/label/path/limit/seed/style (mode, difficulty, ...) goes to 
 `load`. File paths (task data, [ppl] data, a variant's `calib`, local models) are relative to
 the spec file. Errors name the file and the field, e.g.
 `spec.toml:[sampling].temperature: Input should be greater than or equal to 0 (got -1)`.
+
+A spec is checked whole when it loads: every field, every label reference, and every variant's
+recipe by its method's own check (`crbench.compress.methods`), so a bad recipe on the last
+variant stops the run (and `--dry-run`) before anything is generated. In code a task has
+`task_id` (the registry id, the TOML key `task`) and `label` (always set: the id by default).
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ class ModelSpec(BaseModel):
 
 
 class VariantSpec(BaseModel):
-    """A compressed variant: `model` names the base model; every other key is the recipe."""
+    """A variant made from a model: `model` names the base model; `method` (a line of the
+    method registry) and every other key are its recipe."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -108,8 +114,8 @@ class VariantSpec(BaseModel):
 
 
 class TaskSpec(Strict):
-    task: str = Field(min_length=1)
-    label: str | None = None
+    task: str = Field(min_length=1)  # the registry id; `task_id` in code
+    label: str = Field(min_length=1)  # filled with the task id when not given
     path: str | None = None
     limit: int | None = Field(default=None, ge=1)
     seed: int = 0
@@ -120,7 +126,8 @@ class TaskSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _collect_options(cls, data: Any) -> Any:
-        """Unknown keys (mode, difficulty, ...) are options for the task's `load`."""
+        """Unknown keys (mode, difficulty, ...) are options for the task's `load`; a label
+        not given (or empty) is the task id."""
         if not isinstance(data, dict):
             return data
         known = set(cls.model_fields)
@@ -129,11 +136,14 @@ class TaskSpec(Strict):
         if not isinstance(kept.get("options", {}), dict):
             return data  # pydantic then says that `options` must be a table
         kept["options"] = {**kept.get("options", {}), **extra}
+        if kept.get("label") in (None, "") and "task" in kept:
+            kept["label"] = kept["task"]
         return kept
 
     @property
-    def name(self) -> str:
-        return self.label or self.task
+    def task_id(self) -> str:
+        """The task's registry id (`crbench.tasks.TASK_MODULES`)."""
+        return self.task
 
     def load_options(self) -> dict[str, Any]:
         """Everything `load` gets, as stored in the `task_options` column."""
@@ -172,10 +182,10 @@ class Spec(Strict):
         """What one field cannot check alone: unique labels, variants naming real models."""
         seen: set[str] = set()
         for number, task in enumerate(self.tasks, 1):
-            if task.name in seen:
-                raise InputError(path, f"task label {task.name!r} is used twice; give one a "
+            if task.label in seen:
+                raise InputError(path, f"task label {task.label!r} is used twice; give one a "
                                        "`label`", f"[[tasks]] #{number}.label")
-            seen.add(task.name)
+            seen.add(task.label)
         for label, variant in self.variants.items():
             if label in self.models:
                 raise InputError(path, "a variant cannot share its label with a model",
@@ -184,6 +194,19 @@ class Spec(Strict):
                 raise InputError(path, f"{variant.model!r} is not in [models] "
                                        f"(known: {', '.join(self.models)})",
                                  f"[variants.{label}].model")
+
+    def check_recipes(self, path: Path) -> None:
+        """Every variant's recipe, by its method's check (the method registry's `check`)."""
+        from crbench.compress import methods
+
+        for label, variant in self.variants.items():
+            place = f"[variants.{label}]"
+            method = methods.get_method(variant.method, path, f"{place}.method")
+            try:
+                methods.load(method.check)(variant.recipe, path)
+            except InputError as exc:
+                inner = f".{exc.place}" if exc.place else ""
+                raise InputError(path, exc.message, place + inner) from None
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -254,6 +277,7 @@ def load_spec(path: str | Path) -> Spec:
             message = f"{message} (got {json.dumps(error['input'], default=str)[:60]})"
         raise InputError(path, message, field_place(tuple(error["loc"]))) from None
     spec.check_references(path)
+    spec.check_recipes(path)
     return spec
 
 

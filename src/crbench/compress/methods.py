@@ -15,22 +15,24 @@ Adding a compression method is one new file plus one line here:
        method-specific recipe fields it takes (fields of `crbench.compress.recipe.Recipe`).
 
 A variant made some other way (distillation: `method = "distill"`) is a line with its own
-`build` (the function that makes the model folder, cached) and `check` (the function that
-validates its recipe at spec load); the runner calls whatever the line names, never an if/else
-on method names. This module imports nothing heavy: the spec loader reads it.
+`build` (the function that makes the model folder, cached), `check` (the function that
+validates its recipe at spec load) and `cached` (what a dry run asks: built already?), kind
+"other"; the runner calls whatever the line names, never an if/else on method names.
+This module imports nothing heavy: the spec loader reads it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from crbench.errors import InputError
 
 Kind = Literal["prune", "quant", "other"]
 COMPRESS = "crbench.compress:compress_cached"  # build: the compression pipeline, cached
+CACHED = "crbench.compress:cached_path"  # cached: its folder if built already, else None
 RECIPE = "crbench.compress.recipe:parse_recipe"  # check: the compression recipe
 
 
@@ -43,6 +45,8 @@ class Method:
     fields: frozenset[str]  # the method-specific recipe fields it takes
     build: str = COMPRESS  # "module:function" (base_model, recipe, log=...) -> model folder
     check: str = RECIPE  # "module:function" (recipe dict, source) -> validated recipe
+    cached: str | None = CACHED  # "module:function" (base_model, recipe) -> folder | None
+    defaults: Mapping[str, object] = field(default_factory=dict)  # over recipe.QUANT_DEFAULTS
 
     @property
     def compresses(self) -> bool:
@@ -53,6 +57,7 @@ class Method:
 PRUNE_FIELDS = frozenset({"sparsity", "pattern"})
 QUANT_FIELDS = frozenset({"bits", "group_size", "sym"})
 HESSIAN_FIELDS = frozenset({"damp", "block_size"})
+AWQ_FIELDS = frozenset({"then", "duo", "clip", "grid"})
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("sparsegpt", "crbench.compress.sparsegpt", "prune", True,
@@ -60,10 +65,14 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("wanda", "crbench.compress.wanda", "prune", True, PRUNE_FIELDS),
     Method("magnitude", "crbench.compress.magnitude", "prune", False, PRUNE_FIELDS),
     Method("gptq", "crbench.compress.gptq", "quant", True,
-           QUANT_FIELDS | HESSIAN_FIELDS | {"act_order", "static_groups"}),
+           QUANT_FIELDS | HESSIAN_FIELDS | {"act_order", "static_groups"},
+           defaults={"act_order": True}),
     Method("rtn", "crbench.compress.rtn", "quant", False, QUANT_FIELDS),
-    # New methods: one line here (awq goes below rtn), e.g.
-    # Method("awq", "crbench.compress.awq", "quant", True, QUANT_FIELDS | {...}),
+    Method("awq", "crbench.compress.awq", "quant", True,
+           QUANT_FIELDS | HESSIAN_FIELDS | {"act_order", "static_groups", *AWQ_FIELDS},
+           defaults={"group_size": 128, "sym": False, "then": "rtn", "duo": True, "clip": True,
+                     "grid": 20, "act_order": True}),
+    # New methods: one line here.
 ]}
 
 

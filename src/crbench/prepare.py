@@ -1,0 +1,196 @@
+"""Variant preparation: the model folder an engine loads for each variant of a plan, what the
+variant is (its `VariantRecord`: method, settings, size, perplexity), and its engine.
+
+    check_local_models  refuse a bad local model folder before the store is touched
+    prepare_variant     dense: the model itself; otherwise the method registry's `build`
+                        (compression, cached) makes the folder; then size and description
+    build_state         what a dry run says: cached already, or to be built
+    make_variant_engine the engine for one variant, with the spec's engine options
+
+Which model sources exist and how each becomes a folder is `crbench.models.model_source` /
+`local_model`; which methods exist and how each builds its folder is
+`crbench.compress.methods`. Nothing here decides either by name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crbench.compress.methods import load
+from crbench.engines.base import Engine
+from crbench.errors import InputError
+from crbench.models import check_source, local_model
+from crbench.plan import JsonDict, Plan, PlannedVariant
+from crbench.records import VariantRecord
+
+
+@dataclass(frozen=True)
+class PreparedVariant:
+    model_path: str  # what the engine is given (folder, hub id, GGUF file, or server URL)
+    record: VariantRecord  # its row of the `variants` table
+
+
+def check_local_models(plan: Plan) -> None:
+    """Refuse a local model folder without config or weights now, naming the spec field.
+    (The demo model and GGUF files are converted later, when first needed.)"""
+    for variant in plan.variants:
+        if variant.recipe is not None:
+            continue  # its base model is a dense variant of the plan too
+        try:
+            check_source(variant.source)
+        except InputError as exc:
+            raise InputError(exc.path or plan.spec_path, exc.message,
+                             exc.place or f"[models.{variant.label}].source") from None
+
+
+def engine_model(variant: PlannedVariant) -> str:
+    """What the engine of a dense variant loads: llama.cpp reads a GGUF file itself, a server
+    is its URL; hf and vLLM get a local folder (converted on first use) or a hub id."""
+    source = variant.source
+    if variant.model.engine == "llamacpp" or source.kind == "server":
+        return source.ref
+    return local_model(source)
+
+
+def prepare_variant(plan: Plan, variant: PlannedVariant) -> PreparedVariant:
+    """The model path an engine loads for this variant (built on first use, cached by its
+    method's `build`) and its row for the `variants` table."""
+    if variant.method is None:
+        path = engine_model(variant)
+        record = VariantRecord(variant=variant.label, base_model=variant.base_model,
+                               model_path=path, size_bytes=weights_size(Path(path)))
+        return PreparedVariant(path, record)
+
+    def log(message: str) -> None:
+        print(f"{variant.method_name} {variant.label}: {message}", file=sys.stderr, flush=True)
+
+    build = load(variant.method.build)
+    path = Path(build(local_model(variant.source), variant.recipe_for_build(), log=log))
+    return PreparedVariant(str(path), describe_built(variant, path))
+
+
+def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:
+    """A built variant's row: settings from its manifest (the builder's, defaults filled in),
+    pruning or quantization columns by the method's kind, and its compact size."""
+    method = variant.method
+    assert method is not None
+    manifest = read_manifest(path) or {}
+    settings = {**variant.recipe_for_build(), **manifest.get("recipe", {})}
+    prune, quant = method.kind == "prune", method.kind == "quant"
+    return VariantRecord(
+        variant=variant.label,
+        base_model=variant.base_model,
+        method=method.name,
+        parent=variant.base_model,
+        sparsity=settings.get("sparsity") if prune else None,
+        pattern=settings.get("pattern") if prune else None,
+        bits=settings.get("bits") if quant else None,
+        group_size=(settings.get("group_size") or None) if quant else None,
+        size_bytes=effective_size(path, manifest.get("modules", [])),
+        model_path=str(path),
+        manifest=json.dumps(manifest, default=str) if manifest else None,
+    )
+
+
+def build_state(variant: PlannedVariant) -> str:
+    """Whether a variant's model is built (cached) already; builds nothing. The method's
+    registry line says how to look (`cached`); a hub or server model is not looked up."""
+    method = variant.method
+    if method is None or method.cached is None:
+        return "will be built unless cached"
+    if variant.source.kind in ("hub", "server"):
+        return "will be built unless cached (hub model: cache not checked)"
+    path = load(method.cached)(local_model(variant.source), variant.recipe_for_build())
+    return f"cached at {path}" if path else "will be built"
+
+
+def read_manifest(path: Path) -> JsonDict | None:
+    from crbench.compress import load_manifest
+
+    try:
+        return load_manifest(path)
+    except InputError:
+        return None
+
+
+# --- size -----------------------------------------------------------------------------------
+
+
+def weights_size(path: Path) -> int | None:
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
+
+
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+SCALE_BYTES = 2  # an fp16 scale (and zero point) per quantization group
+
+
+def effective_size(path: Path, modules: list[JsonDict]) -> int | None:
+    """Bytes the weights would take stored compactly. Quantized weights are saved dequantized
+    (fake-quant), so their size on disk says nothing: each quantized module counts
+    bits/8 per weight plus an fp16 scale (and, asymmetric, a zero point) per group or row;
+    every other tensor counts at its stored dtype. Pruned weights count dense (sparse formats
+    differ too much to pick one; the `sparsity` column says how many are zero)."""
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return weights_size(path)
+    from safetensors import safe_open
+
+    quantized = {f"{m['module']}.weight": m for m in modules
+                 if not m.get("kept_dense") and m.get("bits")}
+    total = 0.0
+    for file in files:
+        with safe_open(file, "pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
+                tensor = f.get_slice(name)
+                shape = tensor.get_shape()
+                numel = math.prod(shape)
+                module = quantized.get(name)
+                if module is None or len(shape) != 2:
+                    total += numel * DTYPE_BYTES.get(tensor.get_dtype(), 4)
+                    continue
+                rows, cols = shape
+                groups = rows * math.ceil(cols / (module.get("group_size") or cols))
+                per_group = SCALE_BYTES * (1 if module.get("sym", True) else 2)
+                total += numel * module["bits"] / 8 + groups * per_group
+    return int(total)
+
+
+# --- perplexity and engines -----------------------------------------------------------------
+
+
+def measure_ppl(plan: Plan, model_path: str, device: str | None) -> float | None:
+    """Perplexity of the variant on the spec's [ppl] text, if the spec asks for it."""
+    if plan.spec.ppl is None or plan.ppl_data is None:
+        return None
+    from crbench.ppl import perplexity
+
+    result = perplexity(model_path, str(plan.ppl_data), seqlen=plan.spec.ppl.seqlen,
+                        device=device)
+    return float(result["ppl"])
+
+
+def make_variant_engine(plan: Plan, variant: PlannedVariant, model_path: str) -> Engine:
+    from crbench.engines import make_engine
+
+    options: dict[str, Any] = dict(variant.model.options)  # Any: engine options, engine's own
+    model_arg = model_path
+    if variant.model.engine == "openai":
+        model_arg = options.pop("model")
+        options["base_url"] = variant.source.ref
+    try:
+        return make_engine(variant.model.engine, model_arg, **options)
+    except (TypeError, ValueError, ImportError) as exc:  # an option it does not take, or
+        # a bad value, or an engine whose package is not installed
+        raise InputError(plan.spec_path, f"engine {variant.model.engine!r}: {exc}",
+                         f"[models.{variant.base_model}]") from None
+
