@@ -39,11 +39,13 @@ def one_per_item(cases: list[dict]) -> list[dict]:
 
 
 def test_jsonl_outputs_json_summary_and_per_item(tmp_path):
+    # The corpus gives each output's verdict read exactly as written (no thinking prefilled):
+    # the chat style's reading.
     cases = one_per_item(corpus("outputs_aime24.jsonl"))
     outputs = write_outputs_jsonl(tmp_path / "outputs.jsonl", cases)
     per_item = tmp_path / "per_item.jsonl"
     done = crbench("score", "--task", "aime24", "--data", FIXTURES / "aime24_problems.jsonl",
-                   "--outputs", outputs, "--per-item", per_item, "--json")
+                   "--outputs", outputs, "--per-item", per_item, "--json", "--style", "chat")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["task"] == "aime24" and summary["n"] == 5
@@ -158,24 +160,79 @@ def test_bad_outputs_are_one_line_errors(tmp_path):
 
 
 def test_run_option_rescores_a_stored_run(tmp_path):
+    from crbench.records import GenerationRecord, ScoreRecord
     from crbench.store import connect, insert_generation
 
     run_dir = tmp_path / "run"
     conn = connect(run_dir)
     options = {"path": str(FIXTURES / "aime24_problems.jsonl")}
-    row = {
-        "key": "k0", "variant": "dense", "base_model": "dense", "engine": "hf", "task": "aime24",
-        "task_name": "aime24", "task_options": json.dumps(options), "item_index": 3,
-        "item_id": "2024-II-1", "repeat": 0, "seed": 0, "sampling": "{}", "prompt": "p",
-        "output": "</think>\n\\boxed{840}\\boxed{840}", "prompt_tokens": 1,
-        "completion_tokens": 9, "thinking_tokens": 1, "answer_tokens": 8,
-        "finish_reason": "stop", "truncated": 0, "wall_s": 0.1,
-    }
-    stale = {"extracted": "840840", "correct": False, "no_answer": False, "truncated": False,
-             "rule": "old"}
+    row = GenerationRecord(
+        key="k0", variant="dense", base_model="dense", engine="hf", task="aime24",
+        task_id="aime24", task_options=json.dumps(options), item_index=3,
+        item_id="2024-II-1", repeat=0, seed=0, sampling="{}", prompt="p",
+        output="</think>\n\\boxed{840}\\boxed{840}", reasoning=None, prompt_tokens=1,
+        completion_tokens=9, thinking_tokens=1, answer_tokens=8,
+        finish_reason="stop", truncated=False, wall_s=0.1,
+    )
+    stale = ScoreRecord("k0", extracted="840840", correct=False, no_answer=False,
+                        truncated=False, rule="old")
     insert_generation(conn, row, stale)
     conn.close()
     done = crbench("score", "--run", run_dir, "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert (result["rescored"], result["changed"]) == (1, 1)
+
+
+def test_outputs_are_read_in_their_prompt_style(tmp_path):
+    """The paper's completion style (aime24's default) prefills <think>: an output that never
+    closes it is unfinished and graded from explicit markers in its tail only; read as a chat
+    answer, the same text is graded from its last weak marker."""
+    outputs = tmp_path / "o.jsonl"
+    rows = [
+        # unfinished thinking, a weak "the answer is" mid-thought: no answer when prefilled
+        {"index": 2, "output": "Hmm, so perhaps the answer is 25. Wait, let me check"},
+        # finished: closes the thinking, answers after it
+        {"index": 3, "output": "x + y ...\n</think>\n\\boxed{840}", "completion_tokens": 12},
+        # a server that returned the thinking separately
+        {"index": 0, "output": "\\boxed{1}", "reasoning_content": "Let me think.",
+         "finish_reason": "stop"},
+        # hit the limit inside the thinking, with an explicit answer line near the end
+        {"index": 1, "output": "long thought\nFinal answer: 30", "finish_reason": "length"},
+    ]
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = FIXTURES / "aime24_problems.jsonl"
+    per_item = tmp_path / "p.jsonl"
+    done = crbench("score", "--task", "aime24", "--data", data, "--outputs", outputs, "--json",
+                   "--per-item", per_item)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["style"] == "completion"
+    records = {r["index"]: r for r in map(json.loads, per_item.read_text().splitlines())}
+    assert (records[2]["extracted"], records[2]["truncated"], records[2]["unfinished"]) \
+        == (None, True, True)
+    assert (records[3]["extracted"], records[3]["truncated"]) == ("840", False)
+    assert (records[0]["rule"], records[0]["unfinished"]) == ("boxed-after-think", False)
+    assert (records[1]["extracted"], records[1]["truncated"], records[1]["unfinished"]) \
+        == ("30", True, True)
+    assert (summary["unfinished"], summary["truncated"], summary["missing_output"]) == (2, 2, 1)
+    chat = json.loads(crbench("score", "--task", "aime24", "--data", data, "--outputs", outputs,
+                              "--json", "--style", "chat", "--per-item", per_item).stdout)
+    records = {r["index"]: r for r in map(json.loads, per_item.read_text().splitlines())}
+    assert (records[2]["extracted"], records[2]["truncated"]) == ("25", False)
+    assert (chat["style"], chat["unfinished"], chat["truncated"]) == ("chat", 0, 1)
+
+
+def test_bad_output_fields_and_style_are_one_line_errors(tmp_path):
+    data = FIXTURES / "aime24_problems.jsonl"
+    outputs = tmp_path / "o.jsonl"
+    for row, needle in (({"finish_reason": 3}, "'finish_reason'"),
+                        ({"completion_tokens": -1}, "'completion_tokens'"),
+                        ({"completion_tokens": "9"}, "'completion_tokens'"),
+                        ({"reasoning_content": ["x"]}, "'reasoning_content'")):
+        outputs.write_text(json.dumps({"index": 0, "output": "x", **row}) + "\n")
+        assert_one_line_error(crbench("score", "--task", "aime24", "--data", data, "--outputs",
+                                      outputs), outputs, "row 0", needle)
+    outputs.write_text('{"index": 0, "output": "x"}\n')
+    assert_one_line_error(crbench("score", "--task", "aime24", "--data", data, "--outputs",
+                                  outputs, "--style", "essay"), "--style", "unknown prompt style")
