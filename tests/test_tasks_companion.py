@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -458,3 +459,47 @@ def test_crbench_score_on_the_new_tasks(tmp_path, task, corpus):
     records = {r["index"]: r for r in map(json.loads, per_item.read_text().splitlines())}
     for case in cases:
         assert records[case["index"]]["extracted"] == case["extracted"]
+
+
+# --- the study's spec -------------------------------------------------------------------------
+
+LIU_SPEC = Path(__file__).parents[1] / "src" / "crbench" / "specs" / "liu2025_quantization.toml"
+
+
+def test_liu2025_spec_has_the_studys_settings():
+    from crbench.spec import load_spec
+
+    spec = load_spec(LIU_SPEC)
+    assert {m.source for m in spec.models.values()} == {
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"}
+    recipes = {(v.model, v.method, v.recipe["bits"], v.recipe["group_size"])
+               for v in spec.variants.values()}
+    assert recipes == {(m, method, bits, 128) for m in spec.models
+                       for method in ("awq", "gptq") for bits in (3, 4)}
+    assert {t.task for t in spec.tasks} >= set(NEW_TASKS)
+    sampling = spec.sampling
+    assert (sampling.temperature, sampling.top_p, sampling.max_new_tokens) == (0.6, 0.95, 32768)
+    assert [sampling.seed + r for r in range(sampling.repeats)] == [42, 43, 44]
+    text = LIU_SPEC.read_text()
+    for anchor in ("25.6 / 85.0", "20.0 / 83.4", "18.9 / 83.0", "6.7 / 52.6", "10.0 / 71.4"):
+        assert anchor in text
+
+
+def test_liu2025_spec_dry_run_offline_with_local_files(tmp_path):
+    """The shipped spec loads its tasks from the hub; with each task given a local file (as its
+    comment says to do offline), `crbench run --dry-run` plans every cell and creates nothing."""
+    text = LIU_SPEC.read_text()
+    for task, name in {**DATA, "aime24": "aime24_problems.jsonl"}.items():
+        line = f'task = "{task}"'
+        text = text.replace(line, f'{line}\npath = "{FIXTURES / name}"', 1)
+    spec = tmp_path / "liu.toml"
+    spec.write_text(text)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([str(CRBENCH), "run", "--dry-run", str(spec), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    per_item = (12 + 6 + 4 + 6 + 5) * 3  # fixture items of the five tasks, 3 repeats
+    assert f"total: {15 * per_item} generations, 0 stored" in done.stdout
+    assert not (tmp_path / "run").exists()
