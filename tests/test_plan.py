@@ -1,0 +1,223 @@
+"""The plan (no generation): generation keys stable across releases, recipes checked when the
+spec loads, paths resolved once relative to the spec, one model-source rule, shards that
+partition the work."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crbench import plan as planning
+from crbench import runner
+from crbench.errors import InputError
+from crbench.models import model_source
+
+DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
+CALIB = "The miller opened the sluice and the wheel turned.\n" * 20
+
+# A spec touching every part of a key: engine options (one left out of keys), a variant with a
+# relative calibration file, task options, a chat task with few-shot examples, sampling.
+KEYED_SPEC = f"""
+[models.smol]
+source = "demo"
+batch_size = 4
+dtype = "float32"
+
+[variants.smol-gptq4]
+model = "smol"
+method = "gptq"
+bits = 4
+group_size = 64
+calib = "calib.txt"
+
+[[tasks]]
+task = "aime24"
+label = "aime"
+path = "{DATA / 'aime_mini.jsonl'}"
+limit = 2
+
+[[tasks]]
+task = "synth_arith"
+label = "arith"
+difficulty = 2
+style = "chat"
+shots = 1
+limit = 2
+
+[sampling]
+temperature = 0.6
+top_p = 0.95
+max_new_tokens = 32
+repeats = 2
+seed = 3
+"""
+
+
+def write(folder: Path, text: str, name: str = "spec.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def keyed_spec(folder: Path) -> Path:
+    (folder / "calib.txt").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "calib.txt").write_text(CALIB, encoding="utf-8")
+    return write(folder, KEYED_SPEC)
+
+
+def test_generation_keys_equal_those_of_the_release_before_the_split(tmp_path):
+    """Computed with the runner of commit 72b1cdb (before plan.py existed) on this spec: a
+    store written then keeps its keys, so nothing stored is generated again."""
+    plan = planning.build_plan(keyed_spec(tmp_path), tmp_path / "out")
+    keys = [w.key for w in plan.work]
+    assert len(keys) == 16
+    assert keys[0] == "bae10add66a684df530e8409d6ca2d99ae3dbc296d9b69488d45551933c24c39"
+    assert hashlib.sha256("".join(keys).encode()).hexdigest() == (
+        "f6ad312c09eb63f85b833f40fff4bb646046934d13e89af195f708019de4fc05")
+
+
+def test_keys_depend_on_the_calibration_text_not_on_where_the_spec_lives(tmp_path):
+    here = [w.key for w in planning.build_plan(keyed_spec(tmp_path / "a"), tmp_path).work]
+    moved = [w.key for w in planning.build_plan(keyed_spec(tmp_path / "b" / "c"), tmp_path).work]
+    assert here == moved
+    (tmp_path / "a" / "calib.txt").write_text(CALIB + "One more line.\n", encoding="utf-8")
+    changed = [w.key for w in planning.build_plan(tmp_path / "a" / "spec.toml", tmp_path).work]
+    dense = 8  # the dense model's half of the plan does not use the calibration text
+    assert changed[:dense] == here[:dense] and not set(changed[dense:]) & set(here[dense:])
+
+
+def test_paths_are_resolved_once_relative_to_the_spec(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "aime.jsonl").write_bytes((DATA / "aime_mini.jsonl").read_bytes())
+    (folder / "data" / "ppl.txt").write_text("text " * 50, encoding="utf-8")
+    (folder / "calib.txt").write_text(CALIB, encoding="utf-8")
+    spec = write(folder, '[models.m]\nsource = "demo"\n'
+                         '[variants.w]\nmodel = "m"\nmethod = "wanda"\nsparsity = 0.5\n'
+                         'calib = "calib.txt"\n'
+                         '[[tasks]]\ntask = "aime24"\npath = "data/aime.jsonl"\n'
+                         '[ppl]\ndata = "data/ppl.txt"\n')
+    monkeypatch.chdir(tmp_path)  # not the spec's folder
+    plan = planning.build_plan(Path("study") / "spec.toml")
+    (task,) = plan.tasks
+    assert task.load_options["path"] == str(folder / "data" / "aime.jsonl")
+    assert plan.ppl_data is not None and plan.ppl_data.resolve() == folder / "data" / "ppl.txt"
+    wanda = plan.variants[1]
+    assert wanda.calib is not None and wanda.calib.resolve() == folder / "calib.txt"
+    assert wanda.recipe_for_build()["calib"] == str(wanda.calib)
+    assert wanda.recipe == {"method": "wanda", "sparsity": 0.5, "calib": "calib.txt"}
+
+
+def test_a_bad_recipe_on_the_last_variant_fails_before_anything_runs(tmp_path, monkeypatch):
+    """Checked when the spec loads: neither a run nor a dry run gets as far as a store, an
+    engine or a compression."""
+    import crbench.engines
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an engine was built")
+
+    monkeypatch.setattr(crbench.engines, "make_engine", refuse)
+    spec = write(tmp_path, '[models.m]\nsource = "demo"\n'
+                           '[variants.ok]\nmodel = "m"\nmethod = "rtn"\nbits = 4\n'
+                           '[variants.bad]\nmodel = "m"\nmethod = "rtn"\nbits = 4\nsparsity = 0.5\n'
+                           f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n')
+    out = tmp_path / "run"
+    for dry_run in (True, False):
+        with pytest.raises(InputError) as err:
+            runner.run(spec, out, dry_run=dry_run, stream=io.StringIO())
+        assert str(err.value) == (f"{spec}:[variants.bad].sparsity: does not apply to method "
+                                  "'rtn' (only to sparsegpt, wanda, magnitude)")
+        assert not out.exists()
+    proc = subprocess.run([sys.executable, "-m", "crbench.cli", "run", str(spec), "--dry-run"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "[variants.bad].sparsity" in proc.stderr
+    assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variant", "place", "words"),
+    [
+        ('method = "prune"\n', "[variants.v].method", "unknown method 'prune'; known: sparsegpt"),
+        ('method = "gptq"\nbits = 4\n', "[variants.v].calib", "needs calibration text"),
+        ('method = "magnitude"\n', "[variants.v].sparsity", "needs a sparsity"),
+        ('method = "rtn"\nbits = 12\n', "[variants.v].bits", "less than or equal to 8"),
+        ('method = "rtn"\ncolour = "red"\n', "[variants.v].colour", "Extra inputs"),
+        ('method = "wanda"\nsparsity = 0.5\ncalib = "nowhere.txt"\n', "[variants.v].calib",
+         "calibration file not found"),
+    ],
+)
+def test_recipe_errors_name_the_variant_and_field(tmp_path, variant, place, words):
+    spec = write(tmp_path, f'[models.m]\nsource = "demo"\n[variants.v]\nmodel = "m"\n{variant}'
+                           f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n')
+    with pytest.raises(InputError) as err:
+        planning.build_plan(spec, tmp_path / "run")
+    assert str(err.value).startswith(f"{spec}:{place}: ") and words in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "engine", "kind", "ref"),
+    [
+        ("demo", "hf", "named", "demo"),
+        ("smollm2-135m-instruct", "hf", "named", "smollm2-135m-instruct"),
+        ("http://127.0.0.1:8000/v1", "hf", "server", "http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/v1", "openai", "server", "http://127.0.0.1:8000/v1"),
+        ("models/r1.gguf", "llamacpp", "gguf", "{base}/models/r1.gguf"),
+        ("./models/r1", "hf", "folder", "{base}/models/r1"),
+        ("/abs/r1", "vllm", "folder", "/abs/r1"),
+        ("existing", "hf", "folder", "{base}/existing"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "hf", "hub",
+         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
+    ],
+)
+def test_one_rule_for_model_sources(tmp_path, written, engine, kind, ref):
+    (tmp_path / "existing").mkdir()
+    source = model_source(written, base=tmp_path, engine=engine)
+    assert (source.kind, source.ref) == (kind, ref.format(base=tmp_path))
+
+
+def test_a_bad_local_model_folder_is_refused_before_the_store(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    spec = write(tmp_path, '[models.m]\nsource = "./model"\n'
+                           f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n')
+    with pytest.raises(InputError) as err:
+        runner.run(spec, tmp_path / "run", stream=io.StringIO())
+    assert str(err.value) == (f"{tmp_path / 'model'}:[models.m].source: model folder has no "
+                              "weights (*.safetensors)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_shards_partition_the_plan(tmp_path):
+    spec = keyed_spec(tmp_path)
+    whole = planning.build_plan(spec, tmp_path / "run")
+    shares = [planning.build_plan(spec, None, planning.Shard(k, 3)) for k in (1, 2, 3)]
+    keys = [[w.key for w in share.work] for share in shares]
+    assert sorted(sum(keys, [])) == sorted(w.key for w in whole.work)
+    assert all(keys) and len(set(sum(keys, []))) == len(whole.work)
+    assert [share.run_dir.name for share in shares] == [f"spec-shard-{k}-of-3" for k in (1, 2, 3)]
+    assert str(planning.parse_shard(" 2/3 ")) == "2/3"
+    for bad in ("0/3", "4/3", "2", "a/b", "1/0"):
+        with pytest.raises(InputError, match=r"^--shard: must be K/N"):
+            planning.parse_shard(bad)
+
+
+def test_shard_dry_run_counts_only_its_share(tmp_path):
+    spec = keyed_spec(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    counts = []
+    for k in (1, 2):
+        proc = subprocess.run([sys.executable, "-m", "crbench.cli", "run", str(spec), "--dry-run",
+                               "--shard", f"{k}/2", "--out", str(tmp_path / f"s{k}")],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f"(shard {k}/2: its share only)" in proc.stdout
+        total = next(line for line in proc.stdout.splitlines() if line.startswith("total: "))
+        counts.append(int(total.split()[1]))
+    assert sum(counts) == 16 and all(counts)
