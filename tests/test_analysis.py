@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from crbench import analysis as an
-from crbench.analysis import Sample, Variant
+from crbench.analysis import Sample
+from crbench.records import VariantRecord
 
 
 def sample(item, correct, tokens=100, *, variant="v", task="t", repeat=0, **kw) -> Sample:
@@ -217,23 +218,42 @@ def test_compute_profile_rates_and_cost_per_correct():
 # --- variants ----------------------------------------------------------------------------------
 
 
-VARIANTS = {v.name: v for v in [
-    Variant("r1", "r1"),
-    Variant("s50", "r1", "sparsegpt", sparsity=0.5),
-    Variant("s30", "r1", "sparsegpt", sparsity=0.3),
-    Variant("s24", "r1", "sparsegpt", sparsity=0.5, pattern="2:4"),
-    Variant("w50", "r1", "wanda", sparsity=0.5),
-    Variant("q4", "r1", "gptq", bits=4),
-    Variant("q3", "r1", "gptq", bits=3),
-    Variant("orphan", "other", "rtn", bits=4),
-    Variant("q4s50", "r1", "gptq", sparsity=0.5, bits=4),
+VARIANTS = {v.variant: v for v in [
+    VariantRecord("r1", "r1"),
+    VariantRecord("s50", "r1", "sparsegpt", sparsity=0.5),
+    VariantRecord("s30", "r1", "sparsegpt", sparsity=0.3),
+    VariantRecord("s24", "r1", "sparsegpt", sparsity=0.5, pattern="2:4"),
+    VariantRecord("w50", "r1", "wanda", sparsity=0.5),
+    VariantRecord("q4", "r1", "gptq", bits=4),
+    VariantRecord("q3", "r1", "gptq", bits=3),
+    VariantRecord("orphan", "other", "rtn", bits=4),
+    VariantRecord("q4s50", "r1", "gptq", sparsity=0.5, bits=4),
 ]}
 
 
 def test_parent_is_the_dense_model_of_the_same_base():
-    assert an.parent_of(VARIANTS["s50"], VARIANTS).name == "r1"
+    assert an.parent_of(VARIANTS["s50"], VARIANTS).variant == "r1"
     assert an.parent_of(VARIANTS["r1"], VARIANTS) is None
     assert an.parent_of(VARIANTS["orphan"], VARIANTS) is None
+
+
+def test_recorded_lineage_wins_and_sweeps_start_at_the_dense_root():
+    # A distilled student paired with its teacher; a quantized student paired with the
+    # student: the recorded parent decides, and the student's bit sweep starts at the student.
+    lineage = {v.variant: v for v in [
+        VariantRecord("teacher", "teacher"),
+        VariantRecord("student", "student", "distill", parent="teacher", teacher="teacher"),
+        VariantRecord("student-q4", "student", "gptq", bits=4, parent="student"),
+        VariantRecord("dense-student", "student"),
+    ]}
+    assert an.parent_of(lineage["student"], lineage).variant == "teacher"
+    assert an.parent_of(lineage["student-q4"], lineage).variant == "student"
+    assert an.uncompressed_ancestor(lineage["student-q4"], lineage).variant == "student"
+    assert an.sweeps(lineage.values(), "bits") == {
+        ("student", "gptq"): [(16.0, "student"), (4.0, "student-q4")]}
+    # A parent the run does not hold: back to the dense model of the same base.
+    orphan = VariantRecord("q3", "student", "gptq", bits=3, parent="gone")
+    assert an.parent_of(orphan, {**lineage, "q3": orphan}).variant == "dense-student"
 
 
 def test_sweeps_start_at_the_dense_parent():

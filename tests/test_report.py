@@ -22,6 +22,8 @@ import pytest
 
 from crbench import report, store
 from crbench.errors import InputError
+from crbench.records import FailureRecord, GenerationRecord, ScoreRecord, VariantRecord
+from crbench.store_schema import GENERATION_COLUMNS, generation_values
 
 REASONING = [("aime24", "aime24", {}, 10), ("folio", "folio", {}, 12),
              ("temporal_sequences", "temporal_sequences", {}, 12)]
@@ -46,41 +48,37 @@ FAILED = [("sgpt-70", "aime24", 8, 2), ("sgpt-70", "aime24", 9, 2)]
 UNSCORED = [("gptq-3", "folio", 11, 2)]
 
 
-def new_store(path: Path) -> sqlite3.Connection:
-    path.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path / "results.sqlite")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.executescript(store.SCHEMA)
-    return conn
+def new_store(path: Path) -> store.Store:
+    """An empty store, created by the store module itself (the schema the runner writes)."""
+    return store.connect(path)
 
 
 def add_variant(conn, name, base, method, sparsity=None, bits=None, size=None, ppl=None):
-    conn.execute(
-        "INSERT INTO variants (variant, base_model, method, sparsity, bits, size_bytes, ppl) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", (name, base, method, sparsity, bits, size, ppl))
+    store.put_variant(conn, VariantRecord(name, base, method, sparsity=sparsity, bits=bits,
+                                          size_bytes=size, ppl=ppl))
 
 
-def add_generation(conn, *, variant, base, task, task_name, options, item, repeat, tokens,
-                   correct, output="", truncated=False, no_answer=False, em=None, f1=None,
-                   scored=True, created_at="2025-01-01T00:00:00"):
+def generation(*, variant, base, task, task_id, options, item, repeat, tokens, truncated=False,
+               output="", created_at="2025-01-01T00:00:00") -> GenerationRecord:
     key = hashlib.sha256(json.dumps([variant, task, item, repeat, created_at]).encode()).hexdigest()
     thinking = int(tokens * 0.9)
-    conn.execute(
-        "INSERT INTO generations VALUES (:key, :variant, :base, 'hf', :task, :task_name, :opts, "
-        ":item, :item_id, :repeat, :repeat, '{}', 'prompt', :output, NULL, 50, :tokens, "
-        ":thinking, :answer, :finish, :truncated, :wall, :created_at)",
-        dict(key=key, variant=variant, base=base, task=task, task_name=task_name,
-             opts=json.dumps(options), item=item, item_id=f"{task}-{item}", repeat=repeat,
-             output=output or f"<think>thinking about {task} {item}</think> answer",
-             tokens=tokens, thinking=thinking, answer=tokens - thinking,
-             finish="length" if truncated else "stop", truncated=int(truncated),
-             wall=tokens / 100, created_at=created_at))
-    if scored:
-        conn.execute(
-            "INSERT INTO scores VALUES (?, ?, ?, ?, ?, 'test', ?, ?, '{}')",
-            (key, None if no_answer else "x", int(correct), int(no_answer), int(truncated),
-             em, f1))
-    return key
+    return GenerationRecord(
+        key=key, variant=variant, base_model=base, engine="hf", task=task, task_id=task_id,
+        task_options=json.dumps(options), item_index=item, item_id=f"{task}-{item}",
+        repeat=repeat, seed=repeat, sampling="{}", prompt="prompt",
+        output=output or f"<think>thinking about {task} {item}</think> answer", reasoning=None,
+        prompt_tokens=50, completion_tokens=tokens, thinking_tokens=thinking,
+        answer_tokens=tokens - thinking, finish_reason="length" if truncated else "stop",
+        truncated=truncated, wall_s=tokens / 100, created_at=created_at)
+
+
+def add_generation(conn, *, correct, truncated=False, no_answer=False, em=None, f1=None,
+                   scored=True, **fields):
+    g = generation(truncated=truncated, **fields)
+    score = ScoreRecord(g.key, None if no_answer else "x", bool(correct), no_answer, truncated,
+                        "test", em, f1) if scored else None
+    assert store.insert_generation(conn, g, score)
+    return g.key
 
 
 def difficulty(item: int, n: int) -> float:
@@ -95,7 +93,7 @@ def build_study(path: Path) -> Path:
     for vi, (name, base, method, sparsity, bits, size, ppl, skill, factor) in enumerate(VARIANTS):
         add_variant(conn, name, base, method, sparsity, bits, size, ppl)
         tasks = REASONING + (KNOWLEDGE if base == "r1-8b" else [])
-        for task, task_name, options, n in tasks:
+        for task, task_id, options, n in tasks:
             for item in range(n):
                 for repeat in range(REPEATS):
                     if (name, task, item, repeat) in FAILED:
@@ -104,13 +102,13 @@ def build_study(path: Path) -> Path:
                     solved = d < skill * (0.5 if options.get("mode") == "closed" else 1.0)
                     # Repeats disagree now and then, so majority and mean differ somewhere.
                     correct = solved != ((item + repeat + vi) % 7 == 0)
-                    tokens = int(BASE_TOKENS[task_name] * factor * (1 + d)) + 5 * repeat
+                    tokens = int(BASE_TOKENS[task_id] * factor * (1 + d)) + 5 * repeat
                     tokens += 0 if correct else 250
                     truncated = tokens > MAX_TOKENS
                     correct = correct and not truncated
-                    knowledge = task_name == "musique"
+                    knowledge = task_id == "musique"
                     add_generation(
-                        conn, variant=name, base=base, task=task, task_name=task_name,
+                        conn, variant=name, base=base, task=task, task_id=task_id,
                         options=options, item=item, repeat=repeat, tokens=min(tokens, MAX_TOKENS),
                         correct=correct, truncated=truncated, no_answer=truncated,
                         em=float(correct) if knowledge else None,
@@ -118,13 +116,12 @@ def build_study(path: Path) -> Path:
                         scored=(name, task, item, repeat) not in UNSCORED)
     for i, (variant, task, item, repeat) in enumerate(FAILED):
         for at in ("2025-01-01", "2025-01-02"):  # failed again on a second run: counted once
-            conn.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, 3, ?)",
-                         (f"failed-{i}", variant, task, item, repeat, "CUDA out of memory", at))
+            store.record_failure(conn, FailureRecord(f"failed-{i}", variant, task, item, repeat,
+                                                     "CUDA out of memory", 3, at))
     # A failure that a later run generated after all: no longer a failure.
     key = conn.execute("SELECT key FROM generations LIMIT 1").fetchone()[0]
-    conn.execute("INSERT INTO failures VALUES (?, 'r1-8b', 'aime24', 0, 0, 'timeout', 3, "
-                 "'2024-12-31')", (key,))
-    conn.commit()
+    store.record_failure(conn, FailureRecord(key, "r1-8b", "aime24", 0, 0, "timeout", 3,
+                                             "2024-12-31"))
     conn.close()
     return path
 
@@ -296,10 +293,12 @@ def test_length_tables_on_the_study(study, written):
         written[1]["csv"] / "within_question.csv")}
     folio = within[("all variants", "folio")]
     assert float(folio["share_pct"]) > 90 and float(folio["sign_test_p"]) < 0.01
-    bins = [r for r in read_csv(written[1]["csv"] / "length_bins.csv")
-            if r["variant"] == "r1-8b" and r["task"] == "folio"]
-    assert [int(r["bin"]) for r in bins] == [1, 2, 3, 4]
-    assert sum(int(r["n"]) for r in bins) == 36
+    # One row per cell, as on the page: quartile i's token range, n and accuracy.
+    (bins,) = [r for r in read_csv(written[1]["csv"] / "length_bins.csv")
+               if r["variant"] == "r1-8b" and r["task"] == "folio"]
+    assert sum(int(bins[f"q{i}_n"]) for i in range(1, 5)) == 36
+    assert [int(bins[f"q{i}_lo_tokens"]) for i in range(1, 5)] == sorted(
+        int(bins[f"q{i}_lo_tokens"]) for i in range(1, 5))
 
 
 # --- the files ---------------------------------------------------------------------------------
@@ -352,8 +351,10 @@ def test_report_reads_while_a_run_is_writing(tmp_path):
     run = build_study(tmp_path / "run")
     writer = sqlite3.connect(run / "results.sqlite", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # a runner in the middle of committing a generation
-    add_generation(writer, variant="r1-8b", base="r1-8b", task="aime24", task_name="aime24",
-                   options={}, item=0, repeat=3, tokens=10, correct=True)
+    g = generation(variant="r1-8b", base="r1-8b", task="aime24", task_id="aime24", options={},
+                   item=0, repeat=3, tokens=10)
+    writer.execute(store.insert_sql("generations", GENERATION_COLUMNS),
+                   generation_values(g, "2025-01-02"))
     try:
         rep, files = report.write_report(run, tmp_path / "out", ["csv"], n_boot=50)
     finally:
@@ -373,10 +374,9 @@ def small_store(path: Path, outputs: dict[str, list[bool]], *, task="folio", rep
         add_variant(conn, name, base, method, sparsity)
         for item, ok in enumerate(pattern):
             for repeat in range(repeats):
-                add_generation(conn, variant=name, base=base, task=task, task_name=task,
+                add_generation(conn, variant=name, base=base, task=task, task_id=task,
                                options={}, item=item, repeat=repeat, tokens=100 + 50 * item,
                                correct=ok, output=output)
-    conn.commit()
     conn.close()
     return path
 
@@ -412,9 +412,8 @@ def test_one_variant_and_unscored_only(tmp_path):
     # Generated but nothing scored yet.
     run = tmp_path / "unscored"
     conn = new_store(run)
-    add_generation(conn, variant="v", base="v", task="folio", task_name="folio", options={},
+    add_generation(conn, variant="v", base="v", task="folio", task_id="folio", options={},
                    item=0, repeat=0, tokens=5, correct=False, scored=False)
-    conn.commit()
     conn.close()
     rep, _ = report.write_report(run, None, ["md"], n_boot=50)
     assert any("1 generations not scored yet" in line for line in rep.summary)
@@ -432,18 +431,15 @@ def test_in_progress_cells_show_their_n(tmp_path):
 
 
 def test_plan_gives_the_denominator_and_drops_superseded_rows(tmp_path):
-    if "CREATE TABLE IF NOT EXISTS plan" not in store.SCHEMA:
-        pytest.skip("this store schema has no plan table")
+    # No skip when the plan is missing: then this test must fail (set_plan, the counts).
     run = small_store(tmp_path / "run", {"d": [True, False]})
-    conn = sqlite3.connect(run / "results.sqlite")
+    conn = store.connect(run)
     keys = [k for (k,) in conn.execute("SELECT key FROM generations ORDER BY item_index")]
-    old = add_generation(conn, variant="d", base="d", task="folio", task_name="folio",
+    old = add_generation(conn, variant="d", base="d", task="folio", task_id="folio",
                          options={}, item=5, repeat=0, tokens=9, correct=True,
                          created_at="2024-01-01")  # a row of an earlier spec version
-    conn.executemany("INSERT INTO plan (key, variant, task, item_index, repeat) VALUES "
-                     "(?, 'd', 'folio', ?, 0)", [(keys[0], 0), (keys[1], 1), ("todo", 2),
-                                                 ("todo2", 3)])
-    conn.commit()
+    store.set_plan(conn, [(keys[0], "d", "folio", 0, 0), (keys[1], "d", "folio", 1, 0),
+                          ("todo", "d", "folio", 2, 0), ("todo2", "d", "folio", 3, 0)])
     conn.close()
     rep, files = report.write_report(run, None, ["md", "csv"], n_boot=50)
     main = read_csv(files["csv"] / "main.csv")[0]
@@ -455,10 +451,9 @@ def test_plan_gives_the_denominator_and_drops_superseded_rows(tmp_path):
 
 def test_newest_row_wins_for_the_same_cell(tmp_path):
     run = small_store(tmp_path / "run", {"d": [False]})
-    conn = sqlite3.connect(run / "results.sqlite")
-    add_generation(conn, variant="d", base="d", task="folio", task_name="folio", options={},
+    conn = store.connect(run)
+    add_generation(conn, variant="d", base="d", task="folio", task_id="folio", options={},
                    item=0, repeat=0, tokens=7, correct=True, created_at="2030-01-01")
-    conn.commit()
     conn.close()
     _, files = report.write_report(run, None, ["csv"], n_boot=50)
     main = read_csv(files["csv"] / "main.csv")[0]

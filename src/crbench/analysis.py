@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from crbench.records import DENSE, VariantRecord
+
 # Tasks that test recalled knowledge rather than reasoning: kept out of the headline average.
 KNOWLEDGE_TASKS = frozenset({"musique", "synth_multihop"})
-DENSE = "dense"
 DENSE_BITS = 16.0  # where a dense model sits on the bits axis
 
 
@@ -43,7 +44,7 @@ class Sample:
     repeat: int
     correct: bool
     completion_tokens: int
-    task_name: str = ""  # registry name, e.g. "musique"
+    task_id: str = ""  # registry id, e.g. "musique"
     mode: str = ""  # knowledge tasks: "closed" or "open" book
     no_answer: bool = False
     truncated: bool = False
@@ -56,25 +57,6 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One model variant: what it is, so it can be grouped, placed on a curve and paired."""
-
-    name: str
-    base_model: str
-    method: str = DENSE
-    sparsity: float | None = None
-    pattern: str | None = None
-    bits: float | None = None
-    size_bytes: int | None = None
-    ppl: float | None = None
-
-    @property
-    def kind(self) -> str:
-        """The method as a curve label: "sparsegpt", "sparsegpt 2:4", "gptq"."""
-        return f"{self.method} {self.pattern}" if self.pattern else self.method
-
-
-@dataclass(frozen=True)
 class Estimate:
     mean: float
     lo: float
@@ -84,8 +66,8 @@ class Estimate:
     draws: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
-def is_knowledge(task_name: str) -> bool:
-    return task_name in KNOWLEDGE_TASKS
+def is_knowledge(task_id: str) -> bool:
+    return task_id in KNOWLEDGE_TASKS
 
 
 def cell_seed(seed: int, *labels: str) -> int:
@@ -101,6 +83,14 @@ def by_question(
     for s in samples:
         groups[(s.task, s.item)].append((s.repeat, value(s)))
     return {q: [v for _, v in sorted(vals)] for q, vals in groups.items()}
+
+
+def samples_by_question(samples: Iterable[Sample]) -> dict[Hashable, list[Sample]]:
+    """Per question (task, item): its samples, ordered by repeat."""
+    groups: dict[Hashable, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[(s.task, s.item)].append(s)
+    return {q: sorted(ss, key=lambda s: s.repeat) for q, ss in groups.items()}
 
 
 def question_mean(per_question: Mapping[Hashable, Sequence[float]]) -> float:
@@ -160,9 +150,10 @@ def estimate(
 def average_estimate(estimates: Sequence[Estimate]) -> Estimate:
     """Unweighted mean of several task estimates; the interval averages their (independent)
     bootstrap draws, so it reflects each task's own uncertainty."""
-    if not estimates or any(e.draws is None or e.n_questions == 0 for e in estimates):
+    arms = [e.draws for e in estimates if e.draws is not None and e.n_questions]
+    if not estimates or len(arms) < len(estimates):
         return Estimate(math.nan, math.nan, math.nan, 0, 0)
-    draws = np.mean([e.draws for e in estimates], axis=0)
+    draws = np.mean(arms, axis=0)
     mean = float(np.mean([e.mean for e in estimates]))
     n_q = sum(e.n_questions for e in estimates)
     return _interval(mean, draws, n_q, sum(e.n_samples for e in estimates))
@@ -361,39 +352,60 @@ def compute_profile(samples: Sequence[Sample]) -> ComputeProfile:
 # --- variants: parents and compression sweeps -----------------------------------------------
 
 
-def parent_of(variant: Variant, variants: Mapping[str, Variant]) -> Variant | None:
-    """The dense model a compressed variant derives from (None for dense or orphan variants)."""
+def parent_of(
+    variant: VariantRecord, variants: Mapping[str, VariantRecord]
+) -> VariantRecord | None:
+    """The model a variant is compared with: its recorded `parent` when the run knows it, else
+    the dense model it derives from (None for dense or orphan variants)."""
+    if variant.parent is not None and variant.parent in variants:
+        return variants[variant.parent]
     if variant.method == DENSE:
         return None
     base = variant.base_model
     dense = [v for v in variants.values() if v.method == DENSE and v.base_model == base]
     # Prefer the dense variant named like the base model when several are dense.
-    dense.sort(key=lambda v: (v.name != variant.base_model, v.name))
+    dense.sort(key=lambda v: (v.variant != variant.base_model, v.variant))
     return dense[0] if dense else None
+
+
+def uncompressed_ancestor(
+    variant: VariantRecord, variants: Mapping[str, VariantRecord]
+) -> VariantRecord | None:
+    """The nearest ancestor with neither pruning nor quantization (a dense or distilled model):
+    where a sparsity or bit-width curve of the variant starts. None when there is none."""
+    seen = {variant.variant}
+    parent = parent_of(variant, variants)
+    while parent is not None and parent.variant not in seen:
+        if parent.sparsity is None and parent.bits is None:
+            return parent
+        seen.add(parent.variant)
+        parent = parent_of(parent, variants)
+    return None
 
 
 Curve = list[tuple[float, str]]  # (x, variant name), in plotting order
 
 
-def sweeps(variants: Iterable[Variant], axis: str) -> dict[tuple[str, str], Curve]:
+def sweeps(variants: Iterable[VariantRecord], axis: str) -> dict[tuple[str, str], Curve]:
     """Compression curves: (base model, method kind) -> sorted [(x, variant name)].
 
     axis "sparsity": pruned-only variants, x = sparsity in %, dense at 0.
     axis "bits": quantized-only variants, x = bits, dense at 16.
-    Each curve starts from its dense parent; curves without a compressed point are dropped.
+    Each curve starts from its uncompressed ancestor (the dense parent, or e.g. the distilled
+    student a quantized student derives from); curves without a compressed point are dropped.
     """
     variants = list(variants)
     curves: dict[tuple[str, str], Curve] = defaultdict(list)
     for v in variants:
         if axis == "sparsity" and v.sparsity is not None and v.bits is None:
-            curves[(v.base_model, v.kind)].append((100 * v.sparsity, v.name))
+            curves[(v.base_model, v.kind)].append((100 * v.sparsity, v.variant))
         elif axis == "bits" and v.bits is not None and v.sparsity is None:
-            curves[(v.base_model, v.kind)].append((v.bits, v.name))
+            curves[(v.base_model, v.kind)].append((v.bits, v.variant))
     dense_x = 0.0 if axis == "sparsity" else DENSE_BITS
-    lookup = {v.name: v for v in variants}
+    lookup = {v.variant: v for v in variants}
     for points in curves.values():
-        parent = parent_of(lookup[points[0][1]], lookup)
+        parent = uncompressed_ancestor(lookup[points[0][1]], lookup)
         if parent is not None:
-            points.append((dense_x, parent.name))
+            points.append((dense_x, parent.variant))
         points.sort(reverse=axis == "bits")
     return dict(sorted(curves.items()))

@@ -1,0 +1,30 @@
+"""THE SECTION REGISTRY: the report's analyses, in the order the report shows them.
+
+A new analysis is one new module in this package with a `build(ctx: ReportContext) ->
+Section | None` function, plus one line here. See the package docstring (crbench.report).
+"""
+
+from __future__ import annotations
+
+from crbench.report import (
+    compute,
+    cost,
+    curves,
+    examples,
+    failures,
+    knowledge,
+    main_results,
+    paired,
+)
+from crbench.report.context import SectionBuilder
+
+SECTIONS: list[SectionBuilder] = [
+    main_results.build,  # Main results: every variant on every task, with intervals
+    curves.build,  # Compression curves: sparsity and bit-width sweeps
+    compute.build,  # Test-time compute: tokens, thinking vs answer, length vs correctness
+    paired.build,  # Paired comparison with the parent: flips, McNemar, paired deltas
+    knowledge.build,  # Knowledge vs reasoning: closed vs open book
+    cost.build,  # Cost per correct answer
+    failures.build,  # Failures: generations that failed after all retries
+    examples.build,  # Examples of flipped questions
+]
