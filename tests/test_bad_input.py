@@ -49,6 +49,10 @@ AIME_ROW = {"ID": "2024-I-1", "Problem": "Find 2 + 3.", "Answer": 5}
 FOLIO_ROW = json.loads((FIXTURES / "folio_v2.jsonl").read_text().splitlines()[0])
 TEMPORAL = json.loads((FIXTURES / "temporal_sequences.json").read_text())
 MUSIQUE_ROW = json.loads((FIXTURES / "musique_dev.jsonl").read_text().splitlines()[0])
+MATH_ROW = json.loads((FIXTURES / "math500_test.jsonl").read_text().splitlines()[0])
+GSM8K_ROW = json.loads((FIXTURES / "gsm8k_test.jsonl").read_text().splitlines()[0])
+AIME25_ROW = {"question": "Find 2 + 3.", "answer": "5"}  # opencompass/AIME2025's fields
+GPQA_CSV = (FIXTURES / "gpqa_diamond.csv").read_bytes()
 SPEC = ('[models.m]\nsource = "demo"\nbatch_size = 1\n\n[[tasks]]\ntask = "folio"\n'
         f'path = "{FIXTURES / "folio_v2.jsonl"}"\n\n[sampling]\nmax_new_tokens = 4\n')
 
@@ -337,6 +341,68 @@ MUSIQUE_CASES = [
          lambda: b"[" + huge_value(MUSIQUE_ROW, "answer_aliases").rstrip() + b"]", "row 0"),
 ]
 
+
+
+def gpqa_csv(edit: Callable[[list[dict[str, str]]], object]) -> bytes:
+    """The GPQA fixture CSV with its rows changed by `edit` (in place)."""
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(GPQA_CSV.decode(), newline="")))
+    edit(rows)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["Question"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+COMPANION_CASES = [  # the companion study's tasks: math500, gpqa_diamond, gsm8k, aime25
+    Case("math500-utf16", "data:math500", "m.jsonl", utf16(jsonl(MATH_ROW)), "line 1"),
+    Case("math500-missing-answer", "data:math500", "m.jsonl",
+         jsonl(MATH_ROW, changed(MATH_ROW, unique_id="b", answer=...)), "row 1"),
+    Case("math500-problem-number", "data:math500", "m.jsonl",
+         jsonl(changed(MATH_ROW, problem=12)), "row 0"),
+    Case("math500-level-out-of-range", "data:math500", "m.jsonl",
+         jsonl(changed(MATH_ROW, level=9)), "row 0"),
+    Case("math500-duplicate-unique-id", "data:math500", "m.jsonl", jsonl(MATH_ROW, MATH_ROW),
+         "row 1"),
+    Case("math500-huge-level", "data:math500", "m.jsonl",
+         lambda: huge_value(MATH_ROW, "level"), "row 0"),
+    Case("gpqa-csv-empty", "data:gpqa_diamond", "g.csv", b"", None),
+    Case("gpqa-csv-header-only", "data:gpqa_diamond", "g.csv", GPQA_CSV.split(b"\r\n")[0],
+         None),
+    Case("gpqa-csv-latin1", "data:gpqa_diamond", "g.csv", GPQA_CSV + b"caf\xe9,x\r\n",
+         "line 20"),
+    Case("gpqa-csv-short-row", "data:gpqa_diamond", "g.csv", GPQA_CSV + b"one,two\r\n",
+         "row 6"),
+    Case("gpqa-csv-no-incorrect-3", "data:gpqa_diamond", "g.csv",
+         gpqa_csv(lambda rows: [r.pop("Incorrect Answer 3") for r in rows]), "row 0"),
+    Case("gpqa-csv-blank-correct-answer", "data:gpqa_diamond", "g.csv",
+         gpqa_csv(lambda rows: rows[2].update({"Correct Answer": " \n"})), "row 2"),
+    Case("gpqa-csv-duplicate-record-id", "data:gpqa_diamond", "g.csv",
+         gpqa_csv(lambda rows: rows[1].update({"Record ID": rows[0]["Record ID"]})), "row 1"),
+    Case("gpqa-csv-huge-field", "data:gpqa_diamond", "g.csv",
+         lambda: GPQA_CSV + b'"' + b"9" * HUGE + b'",x\r\n', "line 20"),
+    Case("gpqa-jsonl-three-choices", "data:gpqa_diamond", "g.jsonl",
+         jsonl({"question": "Q?", "choices": ["a", "b", "c"], "answer": "A"}), "row 0"),
+    Case("gpqa-jsonl-answer-not-a-letter", "data:gpqa_diamond", "g.jsonl",
+         jsonl({"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "E"}), "row 0"),
+    Case("gsm8k-no-final-line", "data:gsm8k", "g.jsonl",
+         jsonl(changed(GSM8K_ROW, answer="She makes 18 dollars.")), "row 0"),
+    Case("gsm8k-final-not-a-number", "data:gsm8k", "g.jsonl",
+         jsonl(GSM8K_ROW, changed(GSM8K_ROW, answer="#### eighteen")), "row 1"),
+    Case("gsm8k-huge-number", "data:gsm8k", "g.jsonl",
+         jsonl(changed(GSM8K_ROW, answer="#### " + "7" * 5000)), "row 0"),
+    Case("gsm8k-latin1", "data:gsm8k", "g.jsonl", latin1_second_row(GSM8K_ROW), "line 2"),
+    Case("aime25-no-question", "data:aime25", "a.jsonl", jsonl(changed(AIME25_ROW, question=...)),
+         "row 0"),
+    Case("aime25-answer-fraction", "data:aime25", "a.jsonl",
+         jsonl(AIME25_ROW, changed(AIME25_ROW, answer="3/4")), "row 1"),
+    Case("aime25-duplicate-id", "data:aime25", "a.jsonl",
+         jsonl(changed(AIME25_ROW, id="x"), changed(AIME25_ROW, id="x")), "row 1"),
+]
+
 SYNTH_CASES = [  # a synthetic family given a file reads it with the real task's loader
     Case("synth-arith-missing-answer", "data:synth_arith", "arith.jsonl",
          jsonl(changed(AIME_ROW, Answer=...)), "row 0"),
@@ -443,6 +509,7 @@ MODEL_CASES = [  # `crbench ppl --model FOLDER`
 ]
 
 CASES = (SPEC_CASES + AIME_CASES + FOLIO_CASES + TEMPORAL_CASES + MUSIQUE_CASES + SYNTH_CASES
+         + COMPANION_CASES
          + OUTPUT_CASES + STORE_CASES + RECIPE_CASES + CALIB_CASES + PPL_CASES + MODEL_CASES)
 
 
