@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from crbench import store
+from crbench.records import GenerationRecord, ScoreRecord
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 CRBENCH = [sys.executable, "-m", "crbench.cli"]
@@ -146,16 +147,15 @@ def test_read_only_run_dir_each_command_says_so_or_reads(demo_model):
         run_dir = root / "run"
         conn = store.connect(run_dir)
         for i in range(3):
-            store.insert_generation(conn, {
-                "key": f"k{i}", "variant": "smol", "base_model": "smol", "engine": "hf",
-                "task": "aime", "task_name": "aime24", "item_index": i, "item_id": f"mini-{i}",
-                "task_options": json.dumps({"path": str(DATA / "aime_mini.jsonl")}),
-                "repeat": 0, "seed": 0, "sampling": "{}", "prompt": "p <think>\n",
-                "output": "x </think> \\boxed{1}", "prompt_tokens": 3, "completion_tokens": 4,
-                "thinking_tokens": 2, "answer_tokens": 2, "finish_reason": "stop",
-                "truncated": 0, "wall_s": 0.1}, {"extracted": "1", "correct": i == 0,
-                                                  "no_answer": False, "truncated": False,
-                                                  "rule": "boxed"})
+            store.insert_generation(conn, GenerationRecord(
+                key=f"k{i}", variant="smol", base_model="smol", engine="hf", task="aime",
+                task_id="aime24", item_index=i, item_id=f"mini-{i}",
+                task_options=json.dumps({"path": str(DATA / "aime_mini.jsonl")}), repeat=0,
+                seed=0, sampling="{}", prompt="p <think>\n", output="x </think> \\boxed{1}",
+                reasoning=None, prompt_tokens=3, completion_tokens=4, thinking_tokens=2,
+                answer_tokens=2, finish_reason="stop", truncated=False, wall_s=0.1),
+                ScoreRecord(f"k{i}", extracted="1", correct=i == 0, no_answer=False,
+                            truncated=False, rule="boxed"))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
         for extra in run_dir.iterdir():  # the -wal/-shm files: everything is in the main file
@@ -255,8 +255,7 @@ def test_two_specs_write_one_store_while_exports_read_it(tmp_path, demo_model):
 def test_a_run_refused_for_a_bad_model_folder_leaves_the_stored_plan_alone(tmp_path):
     out = tmp_path / "run"
     conn = store.connect(out)
-    store.set_plan(conn, [{"key": "k0", "variant": "smol", "task": "aime", "item_index": 0,
-                           "repeat": 0}])
+    store.set_plan(conn, [("k0", "smol", "aime", 0, 0)])
     conn.close()
     (tmp_path / "no-weights").mkdir()
     (tmp_path / "no-weights" / "config.json").write_text("{}")
