@@ -249,10 +249,15 @@ def score(correct: bool, key: str = "k0") -> ScoreRecord:
                        truncated=False, rule="boxed-after-think")
 
 
-def test_analyse_a_stored_run(tmp_path: Path) -> None:
+def build_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A store with two AIME-style items (answers 25 and 30), a dense model and a 3-bit child:
+
+        dense item 0: states 25 ("Answer: 25"), ends with \\boxed{30}: wrong, abandoned-correct
+        dense item 1: OUTPUT again, right for 30 ("Answer: 30" is its last line)
+        q3 item 0: "Answer: 25", \\boxed{25}: right
+        q3 item 1: "Answer: 25", then "Answer: 31", \\boxed{31}: wrong, never states 30
+    """
     from crbench.store import connect, insert_generation, put_variant
-    from crbench.store_read import read_run
-    from crbench.thinking_summary import analyse_run
 
     data = tmp_path / "aime.jsonl"
     rows = [{"id": "q0", "problem": "What is 5 times 5?", "answer": 25},
@@ -272,6 +277,14 @@ def test_analyse_a_stored_run(tmp_path: Path) -> None:
                                            item_id=f"q{item}", options=options, key=key),
                           score(correct, key))
     conn.close()
+    return run_dir, data
+
+
+def test_analyse_a_stored_run(tmp_path: Path) -> None:
+    from crbench.store_read import read_run
+    from crbench.thinking_summary import analyse_run
+
+    run_dir, data = build_run(tmp_path)
     result = analyse_run(read_run(run_dir), n_boot=100)
     assert result.problems == [] and result.parents == {"q3": "dense"}
     by_key = {f.trace.key: f for f in result.facts}
@@ -283,3 +296,52 @@ def test_analyse_a_stored_run(tmp_path: Path) -> None:
     missing = analyse_run(read_run(run_dir), n_boot=100)
     assert len(missing.problems) == 1 and "aime24" in missing.problems[0]
     assert missing.curves == [] and len(missing.facts) == 4
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as f:
+        return {row["variant"]: row for row in csv.DictReader(f)}
+
+
+def test_report_section_matches_hand_computation(tmp_path: Path) -> None:
+    from crbench.report import write_report
+
+    run_dir, _ = build_run(tmp_path)
+    report, written = write_report(run_dir, tmp_path / "report", ("csv",), n_boot=200)
+    section = next(s for s in report.sections if s.title == "Thinking")
+    assert "docs/thinking.md" in section.text
+    csv_dir = written["csv"]
+    # Proxy axis: 20 stored tokens over each trace's characters. Dense traces ("\n" + TRACE,
+    # 76 characters): token 16 ends at character 61, inside "Wait, ...": item 0 reads
+    # "Answer: 25" (right), item 1 the same (wrong for 30). q3 item 0 (12 characters) at 16
+    # tokens is "\nAnswer: 2" (wrong); q3 item 1 at 16 tokens ends in "Answe" after
+    # "Answer: 25" (wrong). Whole traces (20 tokens): one right of two for each.
+    budget = read_csv(csv_dir / "thinking_budget_1_aime.csv")
+    assert float(budget["dense"]["acc_16"]) == 50 and float(budget["q3"]["acc_16"]) == 0
+    assert float(budget["dense"]["acc_20"]) == 50 and float(budget["q3"]["acc_20"]) == 50
+    assert float(budget["dense"]["acc_8"]) == 0  # 8 tokens end inside "Answer"
+    assert float(budget["dense"]["cut_16"]) == 100 and float(budget["dense"]["cut_20"]) == 0
+    assert budget["q3"]["parent"] == "dense" and budget["dense"]["parent"] == ""
+    first = read_csv(csv_dir / "thinking_first_correct.csv")
+    # dense item 0: "Answer: 25" ends at character 37 -> token 10 of 20 (50%); item 1:
+    # "Answer: 30" ends at character 75 -> token 20 of 20 (100%).
+    assert float(first["dense"]["median_first_pct"]) == 75
+    assert float(first["dense"]["overthinking_pct"]) == 25
+    assert (first["dense"]["wrong"], first["dense"]["abandoned"]) == ("1", "1")
+    assert float(first["dense"]["abandoned_pct_of_wrong"]) == 100
+    assert first["dense"]["first_at_50_60pct"] == first["dense"]["first_at_90_100pct"] == "1"
+    assert float(first["q3"]["states_answer_pct"]) == 50 and first["q3"]["abandoned"] == "0"
+    hesitation = read_csv(csv_dir / "thinking_hesitation.csv")
+    # dense: one "Wait" per trace, 40 stored tokens -> 50 per 1k; q3: one "Wait" in 40
+    assert float(hesitation["dense"]["markers_per_1k"]) == 50
+    assert float(hesitation["dense"]["wait_per_1k"]) == 50
+    assert float(hesitation["q3"]["markers_per_1k"]) == 25
+    length = read_csv(csv_dir / "thinking_length.csv")
+    assert float(length["q3"]["growth_pct"]) == float(length["q3"]["accuracy_change_pp"]) == 0
+    assert "figures" not in written  # CSV only: no figures drawn
+    _, with_figures = write_report(run_dir, tmp_path / "report2", ("md",), n_boot=100)
+    for name in ("thinking_budget", "thinking_first_correct", "thinking_length"):
+        assert (with_figures["figures"] / f"{name}.png").stat().st_size > 1000
+    assert "## Thinking" in with_figures["md"].read_text()

@@ -15,6 +15,7 @@ from crbench.report import (
     knowledge,
     main_results,
     paired,
+    thinking,
 )
 from crbench.report.context import SectionBuilder
 
@@ -23,6 +24,7 @@ SECTIONS: list[SectionBuilder] = [
     curves.build,  # Compression curves: sparsity and bit-width sweeps
     compute.build,  # Test-time compute: tokens, thinking vs answer, length vs correctness
     paired.build,  # Paired comparison with the parent: flips, McNemar, paired deltas
+    thinking.build,  # Thinking: budget curves, first correct answer, hesitation, length growth
     knowledge.build,  # Knowledge vs reasoning: closed vs open book
     cost.build,  # Cost per correct answer
     failures.build,  # Failures: generations that failed after all retries
