@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -503,6 +504,25 @@ def test_console_summary_escapes_rich_markup(tmp_path, capsys):
     assert str(files["md"]) in out.replace("\n", "")
 
 
+def test_terminal_table_never_cuts_variant_names(tmp_path):
+    # Two long labels that differ only at their end must both be readable, whole, on one line,
+    # however narrow the terminal.
+    stem = "deepseek-r1-distill-qwen-7b-sparsegpt-50-calibrated-on-"
+    names = [stem + "c4", stem + "wikitext"]
+    run = small_store(tmp_path / "run", {"d": [True, False], names[0]: [True, True],
+                                         names[1]: [False, False]},
+                      labels={n: ("d", "sparsegpt", 0.5) for n in names})
+    rep, files = report.write_report(run, None, ["md"], n_boot=50)
+    from rich.console import Console
+
+    for width in (40, 80, 200):
+        buf = io.StringIO()
+        report.print_summary(rep, files, Console(file=buf, width=width, color_system=None))
+        lines = buf.getvalue().splitlines()
+        for name in names:
+            assert any(name in line for line in lines), (width, name, buf.getvalue())
+
+
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -611,6 +631,119 @@ def test_the_injection_probe_can_catch_an_unescaped_page(tmp_path):
     page.write_text(f"<!doctype html><html><body><pre>{INJECT}</pre>{EVIL_LABEL}</body></html>")
     dom = chromium(page, tmp_path, "--dump-dom")
     assert 'data-pwned="' in dom
+
+
+# --- LaTeX: a strict checker, so every CI run checks tables.tex without a TeX installation --
+
+LATEX_COMMANDS = frozenset({
+    "begin", "end", "centering", "small", "caption", "label", "resizebox", "linewidth",
+    "toprule", "midrule", "bottomrule", "par", "smallskip", "footnotesize", "textbackslash",
+    "textasciitilde", "textasciicircum", "textless", "textgreater"})
+LATEX_MATH = frozenset({"Delta", "infty", "cdot"})  # the only commands allowed inside $...$
+LATEX_SYMBOLS = "&%$#_{}"  # \& \% ...: escaped characters
+BARE_SPECIAL = "#^_~<>"  # outside a command: an error, or the wrong glyph in OT1/T1
+
+
+def latex_problems(text: str) -> list[str]:
+    """Everything in the tables file that pdflatex would reject or typeset other than written:
+    unknown commands, unescaped special characters, unbalanced braces, math or environments,
+    characters outside Latin-1, and tabular rows whose cell count is not the column count."""
+    problems: list[str] = []
+    envs: list[str] = []
+    depth, columns = 0, 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("%"):
+            continue  # a comment line, as the renderer writes them
+        bad = problems.append
+        i, math, cells = 0, False, 1
+        while i < len(line):
+            ch = line[i]
+            if ch == "\\":
+                word = re.match(r"\\([A-Za-z]+)", line[i:])
+                if word is None:
+                    symbol = line[i + 1:i + 2]
+                    if symbol != "\\" and (not symbol or symbol not in LATEX_SYMBOLS):
+                        bad(f"line {n}: control symbol \\{symbol}")
+                    i += 2
+                    continue
+                name = word.group(1)
+                if name not in (LATEX_MATH if math else LATEX_COMMANDS):
+                    bad(f"line {n}: command \\{name}{' in math' if math else ''}")
+                env = re.match(r"\{([a-z]+)\}(?:\{([lrc]+)\})?", line[i + word.end():])
+                if name in ("begin", "end") and env is None:
+                    bad(f"line {n}: \\{name} without an environment")
+                elif name == "begin":
+                    envs.append(env.group(1))
+                    columns = len(env.group(2) or "") if env.group(1) == "tabular" else columns
+                elif name == "end" and (not envs or envs.pop() != env.group(1)):
+                    bad(f"line {n}: \\end{{{env.group(1)}}} closes nothing open")
+                i += word.end()
+                continue
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth < 0:
+                    bad(f"line {n}: closing brace without an opening one")
+                    depth = 0
+            elif ch == "$":
+                math = not math
+            elif ch == "%" and not (i == len(line) - 1 and line[i - 1:i] == "{"):
+                bad(f"line {n}: unescaped % (comments out the rest of the line)")
+            elif ch == "&":
+                cells += 1
+            elif ch in BARE_SPECIAL:
+                bad(f"line {n}: unescaped {ch!r}")
+            elif not 32 <= ord(ch) <= 255 or 127 <= ord(ch) < 160:
+                bad(f"line {n}: character {ch!r} pdflatex cannot typeset")
+            elif math and not ch.isspace():
+                bad(f"line {n}: text {ch!r} inside math")
+            i += 1
+        if math:
+            bad(f"line {n}: $ not closed on its line")
+        in_tabular = bool(envs) and envs[-1] == "tabular"
+        if in_tabular and line.rstrip().endswith("\\\\") and cells != columns:
+            bad(f"line {n}: {cells} cells in a tabular of {columns} columns")
+        elif cells > 1 and not (in_tabular and line.rstrip().endswith("\\\\")):
+            bad(f"line {n}: & outside a tabular row")
+    if depth:
+        problems.append(f"{depth} braces never closed")
+    if envs:
+        problems.append(f"environments never closed: {envs}")
+    return problems
+
+
+def test_latex_tables_pass_the_strict_checker(evil_report, written):
+    for tables_tex in (evil_report["latex"], written[1]["latex"]):
+        text = tables_tex.read_text()
+        assert text.count("\\begin{tabular}") >= 1
+        assert latex_problems(text) == []
+    # Every special character, and characters a T1 font lacks, in a label: still clean.
+    nasty = "a_b%c$d#e&f{g}h~i^j\\k<l>m[n]o\nΔ−–—∞·→模型\x07"
+    escaped = report.render.latex_escape(nasty)
+    assert latex_problems(escaped) == []
+    assert "U+2192" in escaped and "U+6A21" in escaped  # named, not dropped
+
+
+@pytest.mark.parametrize("bad", [
+    "a_b", "100% done", "$x", "\\input{/etc/passwd}", "{open", "close}", "a ^ b", "x~y",
+    "\\begin{table}", "\\end{table}", "模型", "a & b",
+    "\\begin{tabular}{lr}\na & b & c \\\\\n\\end{tabular}", "$\\Delta x$",
+    "\\textbackslash{}\\end{table}\\}",
+])
+def test_the_latex_checker_catches_broken_tables(bad):
+    # Guard for the test above: unescaped model text or a broken table is caught.
+    assert latex_problems(bad), bad
+
+
+def test_the_checker_rejects_the_evil_report_rendered_without_escaping(tmp_path, monkeypatch):
+    # The same guard on a whole report: with escaping switched off, the checker must object.
+    run = small_store(tmp_path / "run", {"d": [True, False], EVIL_LABEL: [False, True]},
+                      labels={EVIL_LABEL: ("d", "sparse$gpt_%", 0.5)})
+    rep, files = report.write_report(run, tmp_path / "out", ["latex"], n_boot=50)
+    assert latex_problems(files["latex"].read_text()) == []
+    monkeypatch.setattr(report.render, "latex_escape", lambda text: text)
+    assert latex_problems(report.render.render_latex(rep))
 
 
 def test_latex_tables_compile_when_pdflatex_is_installed(evil_report, written, tmp_path):

@@ -154,8 +154,19 @@ LATEX_SPECIAL = {
 }
 
 
+def latex_char(ch: str) -> str:
+    if ch in LATEX_SPECIAL:
+        return LATEX_SPECIAL[ch]
+    if ord(ch) < 32 or 127 <= ord(ch) < 160:  # control characters (a newline in a label)
+        return " "
+    if ord(ch) > 255:  # pdflatex with T1 fonts has no glyph for it: name it instead
+        return rf"\textless{{}}U+{ord(ch):04X}\textgreater{{}}"
+    return ch
+
+
 def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    """Untrusted text as LaTeX text: every special character escaped, nothing a command."""
+    return "".join(latex_char(ch) for ch in text)
 
 
 def latex_table(t: Table) -> list[str]:
