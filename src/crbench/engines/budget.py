@@ -5,8 +5,8 @@ open, `</think>` and the answer cue are appended and the model goes on to answer
 `SamplingParams.min_thinking = M`: an end of thinking (`</think>`, or the end of the sequence)
 before M thinking tokens is taken out and replaced by "Wait", and the model goes on thinking.
 
-Thinking is open from the start of the completion when the prompt ends with `<think>`
-(prefilled), else from the token that completes a `<think>` the model writes itself. Thinking
+Thinking is open from the start of the completion when the prompt ends inside a thinking
+block (prefilled with `<think>`), else from the token that completes a `<think>` the model writes itself. Thinking
 tokens are the generated (or inserted) tokens after that point and before the tokens that
 spell `</think>`; `</think>` may be one special token (R1-style tokenizers) or several.
 
@@ -59,8 +59,10 @@ def forcing_tokens(tokenizer: Any, params: SamplingParams) -> ForcingTokens:
 
 
 def prompt_opens_thinking(prompt_text: str) -> bool:
-    """A prompt prefilled with `<think>`: the completion starts inside the thinking."""
-    return prompt_text.rstrip().endswith(THINK_OPEN)
+    """A prompt that ends inside a thinking block (prefilled with `<think>`, maybe with the
+    start of the thinking): the completion starts inside the thinking."""
+    opened = prompt_text.rfind(THINK_OPEN)
+    return opened >= 0 and prompt_text.rfind(THINK_CLOSE) < opened
 
 
 @dataclass
@@ -76,7 +78,7 @@ class ThinkingControl:
     forced_close: bool = False
     waits: int = 0
     thinking_tokens: int = 0  # final once closed
-    edits: list[tuple[int, int, int]] = field(default_factory=list)  # (at, dropped, inserted)
+    inserted: list[tuple[int, int]] = field(default_factory=list)  # (at, tokens) per edit
 
     @classmethod
     def start(cls, params: SamplingParams, forced: ForcingTokens, eos_ids: list[int],
@@ -133,6 +135,7 @@ class ThinkingControl:
             "thinking_tokens": self.thinking_tokens if self.closed else None,
             "forced_close": self.forced_close,
             "waits": self.waits,
+            "inserted": [list(span) for span in self.inserted],  # [start, length] in the output
         }
 
     # --- helpers ------------------------------------------------------------------------------
@@ -157,7 +160,7 @@ class ThinkingControl:
         if kept >= wanted or (budget is not None and kept + len(self.forced.wait) > budget):
             return None
         self.waits += 1
-        self.edits.append((len(tokens) - drop, drop, len(self.forced.wait)))
+        self.inserted.append((len(tokens) - drop, len(self.forced.wait)))
         return Edit(drop, list(self.forced.wait))
 
     def _close(self, tokens: list[int], drop: int, forced: bool, keep_tag: bool = False
@@ -167,5 +170,5 @@ class ThinkingControl:
         self.thinking_tokens = len(tokens) - drop - (self.open_at or 0)
         if keep_tag:  # the model closed it: nothing to change
             return None
-        self.edits.append((len(tokens) - drop, drop, len(self.forced.close)))
+        self.inserted.append((len(tokens) - drop, len(self.forced.close)))
         return Edit(drop, list(self.forced.close))

@@ -20,13 +20,15 @@ another attention kernel than sdpa/eager fall back to batched `model.generate`.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from crbench.engines.base import Generation, Prompt, SamplingParams
+from crbench.engines.budget import ThinkingControl, forcing_tokens
+from crbench.engines.hf_cache import BatchKV, Row
 from crbench.engines.prompts import encode_prompt, prompt_seed
 
 
@@ -39,7 +41,7 @@ class HFEngine:
         *,
         batch_size: int = 64,
         device: str | None = None,
-        dtype: str | None = None,
+        dtype: str | None = "auto",
         trust_remote_code: bool = False,
         prefill_tokens: int = 1024,
         loop: str = "auto",
@@ -47,18 +49,28 @@ class HFEngine:
         """`batch_size`: rows decoded together; `prefill_tokens`: most prompt tokens (padding
         included) in one prefill forward (on CPU, ~1k-token chunks keep activations in cache
         and ran 20-25% faster than 8k); `loop`: "auto" (ours where the model allows it),
-        "own", or "generate" (transformers' `generate`, static batches)."""
-        from crbench.models import load_causal_lm
+        "own", or "generate" (transformers' `generate`, static batches); `dtype`: "auto"
+        (crbench.dtype: bf16 where this CPU runs it faster, bf16/fp16 on GPUs), bf16, fp16, fp32."""
+        from crbench.dtype import canonical, resolve_dtype, shape_of_folder
+        from crbench.models import default_device, load_causal_lm, resolve_model
 
         if loop not in ("auto", "own", "generate"):
             raise ValueError(f"loop must be auto, own or generate, not {loop!r}")
+        device = device or default_device()
+        chosen = canonical(dtype)  # a bad name fails before the model loads
+        if chosen == "auto":
+            chosen = canonical(resolve_dtype("auto", device, shape_of_folder(resolve_model(model))))
         self.model, self.tokenizer = load_causal_lm(
-            model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+            model, device=device, dtype=chosen, trust_remote_code=trust_remote_code
         )
+        # transformers 5.x names the cache argument `cache` (`past_key_values` is deprecated)
+        forward = inspect.signature(self.model.forward).parameters
+        self.cache_argument = "cache" if "cache" in forward else "past_key_values"
         self.batch_size = batch_size
         self.prefill_tokens = prefill_tokens
         self.device = self.model.device
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self._forcing: tuple[SamplingParams, Any] | None = None
         self.use_own_loop = loop == "own" or (loop == "auto" and own_loop_supported(self.model))
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -76,6 +88,9 @@ class HFEngine:
         import torch
 
         encoded = [self.encode(p) for p in prompts]
+        if params.forces_thinking and not self.use_own_loop:
+            raise ValueError("budget forcing (thinking_budget, min_thinking) needs the hf "
+                             "engine's own decode loop, which this model does not support")
         with torch.inference_mode():
             if self.use_own_loop:
                 yield from self._continuous(encoded, params)
@@ -146,11 +161,12 @@ class HFEngine:
             allowed = (columns[None, None, :] <= columns[None, :, None]) & (
                 columns[None, None, :] >= first[:, :, None]
             ) | torch.eye(width, dtype=torch.bool, device=self.device)
-            rows = [Row(i, encoded[i], sampler(params, encoded[i])) for i in group]
+            rows = [self._new_row(i, encoded[i], params) for i in group]
             kv = BatchKV(slots=len(rows), rows=rows, capacity=width)
             logits = self.model(
                 input_ids=ids.to(self.device), attention_mask=self._mask(allowed[:, None]),
-                position_ids=positions, past_key_values=kv, use_cache=True, logits_to_keep=1,
+                position_ids=positions, use_cache=True, logits_to_keep=1,
+                **{self.cache_argument: kv},
             ).logits[:, -1]
             kv.width = width
             self._take_tokens(rows, logits, params)
@@ -169,11 +185,28 @@ class HFEngine:
         allowed = columns[None, :] >= (kv.width + 1 - spans)[:, None]
         logits = self.model(
             input_ids=ids, attention_mask=self._mask(allowed[:, None, None]),
-            position_ids=(spans - 1)[:, None], past_key_values=kv, use_cache=True,
-            logits_to_keep=1,
+            position_ids=(spans - 1)[:, None], use_cache=True, logits_to_keep=1,
+            **{self.cache_argument: kv},
         ).logits[:, -1]
         kv.width += 1
         self._take_tokens(rows, logits, params)
+        kv.drop_rewound_columns()
+
+    def _new_row(self, index: int, prompt_ids: list[int], params: SamplingParams) -> Row:
+        row = Row(index, prompt_ids, sampler(params, prompt_ids))
+        if params.forces_thinking:
+            if self._forcing is None or self._forcing[0] != params:
+                self._forcing = (params, forcing_tokens(self.tokenizer, params))
+            row.control = ThinkingControl.start(
+                params, self._forcing[1], self.eos_ids, self._decode_all,
+                self._decode_all(prompt_ids))
+            edit = row.control.at_start()
+            if edit is not None:
+                row.forced.extend(edit.insert)
+        return row
+
+    def _decode_all(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def _mask(self, allowed: Any) -> Any:
         """A 4D mask as the attention kernel wants it: bool for sdpa, additive for eager."""
@@ -194,8 +227,16 @@ class HFEngine:
         for row, token in zip(rows, tokens.tolist(), strict=True):
             if row.finish is not None:
                 continue
-            row.tokens.append(token)
-            if token in self.eos_ids:
+            ended = False
+            if row.forced:  # budget forcing: a token it inserts, in place of the sampled one
+                row.tokens.append(row.forced.popleft())
+            else:
+                row.tokens.append(token)
+                edit = row.control.step(row.tokens) if row.control is not None else None
+                if edit is not None:
+                    apply_edit(row, edit.drop, edit.insert)
+                ended = edit is None and token in self.eos_ids
+            if ended:
                 row.finish = "stop"
             elif len(row.tokens) >= params.max_new_tokens:
                 row.finish = "length"
@@ -209,7 +250,8 @@ class HFEngine:
             finish_reason=row.finish or "length",
             wall_s=row.cost_s,
             token_ids=row.tokens,
-            extra={"latency_s": time.perf_counter() - row.started},
+            extra={"latency_s": time.perf_counter() - row.started,
+                   **({"thinking": row.control.record()} if row.control is not None else {})},
         )
 
     # --- transformers' generate, for models our loop does not cover -------------------------
@@ -251,132 +293,14 @@ class HFEngine:
                 yield i, self._to_generation(row)
 
 
-@dataclass
-class Row:
-    """One prompt being generated."""
-
-    index: int  # into the caller's prompt list
-    prompt_ids: list[int]
-    generator: Any  # torch.Generator for sampling, None for greedy
-    tokens: list[int] = field(default_factory=list)
-    finish: str | None = None  # "stop" / "length" once finished
-    reported: bool = False
-    cost_s: float = 0.0  # this row's share of the engine's compute time
-    started: float = field(default_factory=time.perf_counter)
-
-
-class BatchKV:
-    """The key/value cache of a batch of rows: preallocated, written in place, left-padded.
-
-    Per layer a buffer [slots, kv_heads, capacity, head_dim]. Row i of `rows` lives in slot i.
-    All rows advance one column per step, so a row's cached tokens are the last
-    (prompt + generated - 1) columns before `width`; attention reads columns [start, width),
-    where `start` leaves out the columns no row uses any more. The model's attention layers
-    call `update`, which writes the new keys and values in place; the caller advances `width`
-    after each forward.
-
-    A finished row's slot is given to a new prompt (`admit`), or, when none is waiting, to the
-    last row, so the batch shrinks; only the rows that move are copied.
-    """
-
-    def __init__(self, slots: int, rows: list[Row] | None = None, capacity: int = 0):
-        self.slots = slots
-        self.rows = rows if rows is not None else []
-        self.capacity = capacity
-        self.keys: list[Any] = []
-        self.values: list[Any] = []
-        self.start = 0
-        self.width = 0
-
-    def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any):
-        import torch
-
-        if layer_idx == len(self.keys):  # first forward of a prefill: allocate the buffers
-            shape = (self.slots, key.shape[1], self.capacity, key.shape[3])
-            self.keys.append(torch.zeros(shape, dtype=key.dtype, device=key.device))
-            self.values.append(torch.zeros(shape, dtype=value.dtype, device=value.device))
-        n, end = key.shape[0], self.width + key.shape[2]
-        self.keys[layer_idx][:n, :, self.width:end] = key
-        self.values[layer_idx][:n, :, self.width:end] = value
-        used = slice(self.start, end)
-        return self.keys[layer_idx][:n, :, used], self.values[layer_idx][:n, :, used]
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.width
-
-    def free_slots(self) -> int:
-        return self.slots - sum(row.finish is None for row in self.rows)
-
-    def has_finished_rows(self) -> bool:
-        return any(row.finish is not None for row in self.rows)
-
-    def admit(self, groups: list[BatchKV], max_new_tokens: int) -> None:
-        """Give the slots of finished rows to the unfinished rows of freshly prefilled
-        `groups` (then new slots); slots still free take the last rows, so the batch stays
-        packed. Only the rows that arrive or move are copied."""
-        import torch
-
-        rows = self.rows
-        incoming = [(g, r) for g in groups for r, row in enumerate(g.rows) if row.finish is None]
-        arrivals = []  # (group, row in group, slot)
-        holes = [s for s, row in enumerate(rows) if row.finish is not None]
-        for slot in holes[: len(incoming)]:
-            group, r = incoming.pop(0)
-            rows[slot] = group.rows[r]
-            arrivals.append((group, r, slot))
-        for group, r in incoming:
-            arrivals.append((group, r, len(rows)))
-            rows.append(group.rows[r])
-        moves = []  # (from slot, to slot)
-        for hole in holes[len(arrivals):]:
-            while rows and rows[-1].finish is not None:
-                rows.pop()
-            if hole < len(rows):
-                moves.append((len(rows) - 1, hole))
-                rows[hole] = rows.pop()
-        if not rows:
-            self.start = self.width = 0
-            return
-        self.make_room(max_new_tokens, like=groups[0] if groups else self)
-        for source, target in moves:
-            for buffer in self.keys + self.values:
-                buffer[target, :, self.start:self.width] = buffer[source, :, self.start:self.width]
-        for group in groups:
-            mine = [(r, slot) for g, r, slot in arrivals if g is group]
-            if not mine:
-                continue
-            source = torch.tensor([r for r, _ in mine], device=group.keys[0].device)
-            target = torch.tensor([slot for _, slot in mine], device=group.keys[0].device)
-            columns = slice(self.width - group.width, self.width)
-            for buffer, new in zip(self.keys + self.values, group.keys + group.values,
-                                   strict=True):
-                buffer[target, :, columns] = new.index_select(0, source)[:, :, :group.width]
-
-    def make_room(self, max_new_tokens: int, like: BatchKV | None = None) -> None:
-        """Before a step: attention starts at the first column a row uses, and there is a
-        free column to write (new buffers, with room for the longest remaining generation,
-        when there is not)."""
-        cached = max(len(row.prompt_ids) + len(row.tokens) - 1 for row in self.rows)
-        if not self.keys or self.width < cached or self.width >= self.capacity:
-            remaining = max(max_new_tokens - len(row.tokens) for row in self.rows)
-            self._relayout(cached, cached + max(remaining, 1), like or self)
-        self.start = self.width - cached
-
-    def _relayout(self, width: int, capacity: int, like: BatchKV) -> None:
-        """New buffers of `capacity` columns in which `width` is the next column to write;
-        the last columns of every slot are copied over."""
-        keep = min(width, self.width) if self.keys else 0
-        for name in ("keys", "values"):
-            fresh = []
-            for layer, template in enumerate(getattr(like, name)):
-                shape = (self.slots, template.shape[1], capacity, template.shape[3])
-                buffer = template.new_zeros(shape)
-                if keep:
-                    old = getattr(self, name)[layer]
-                    buffer[:, :, width - keep:width] = old[:, :, self.width - keep:self.width]
-                fresh.append(buffer)
-            setattr(self, name, fresh)
-        self.capacity, self.width = capacity, width
+def apply_edit(row: Row, drop: int, insert: list[int]) -> None:
+    """Budget forcing's edit of a row whose last token was just sampled (not yet fed): the last
+    `drop` tokens go (all but that one are cached: `rewind` columns), `insert` is fed next."""
+    row.forced.extend(insert)
+    if drop:
+        del row.tokens[-drop:]
+        row.rewind += drop - 1
+        row.tokens.append(row.forced.popleft())  # the new last token, fed at the next step
 
 
 def share_cost(rows: list[Row], seconds: float) -> None:
