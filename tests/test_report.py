@@ -461,6 +461,33 @@ def test_newest_row_wins_for_the_same_cell(tmp_path):
     assert (main["folio_acc_pct"], main["folio_n_samples"]) == ("100.0", "1")
 
 
+V1_STORE = Path(__file__).parent / "fixtures" / "store_v1" / "results.sqlite"
+
+
+def test_report_of_a_store_written_before_schema_versions(tmp_path):
+    # tests/fixtures/store_v1: written by `crbench run` at commit 72b1cdb (two spec versions,
+    # 8 rows superseded). The report reads it as it is, and counts what export exports.
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(V1_STORE, run / "results.sqlite")
+    before = (run / "results.sqlite").read_bytes()
+    done = crbench("report", str(run), "--format", "csv,md", "--bootstrap", "100")
+    assert done.returncode == 0, done.stderr
+    assert (run / "results.sqlite").read_bytes() == before
+    main = {r["variant"]: r for r in read_csv(run / "report" / "csv" / "main.csv")}
+    assert set(main) == {"smol", "smol-mag50"}
+    assert [(main[v]["aime_n_samples"], main[v]["folio_planned"]) for v in main] == [
+        ("2", "2"), ("2", "2")]
+    paired = read_csv(run / "report" / "csv" / "paired.csv")
+    assert {(r["variant"], r["parent"]) for r in paired} == {("smol-mag50", "smol")}
+    assert "8 stored rows of an earlier spec version left out" in done.stdout
+    exported = crbench("export", str(run), "--out", str(tmp_path / "rows.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    rows = (tmp_path / "rows.jsonl").read_text().splitlines()
+    assert len(rows) == sum(int(r[f"{t}_n_samples"]) for r in main.values()
+                            for t in ("aime", "folio"))
+
+
 # --- escaping ----------------------------------------------------------------------------------
 
 INJECT = ("<script>document.body.setAttribute('data-pwned','script')</script>"
