@@ -7,6 +7,8 @@
    of every target linear layer's input (pass 1, which also gives the dense outputs); compress
    those linear layers; run it again (pass 2) so the next layer is calibrated on the outputs of
    the already-compressed model, and measure how far those moved from the dense outputs.
+   A method may first transform the layer on its inputs (`prepare_layer`, before pass 1): AWQ
+   folds its scales there, so the statistics and pass 1 see the scaled layer.
 Only one decoder layer's inputs and outputs are held at a time; on a GPU only the current
 decoder layer (plus embeddings) is moved there.
 """
@@ -26,6 +28,9 @@ from crbench.errors import InputError
 
 # compress_group(layer index, {name: linear} sharing one input, its statistics) -> records
 CompressGroup = Callable[[int, dict[str, nn.Linear], torch.Tensor], list[dict]]
+# prepare_layer(layer index, layer, its inputs, layer kwargs) -> fields for the layer record:
+# changes the layer in place before its statistics are taken (AWQ folds its scales here)
+PrepareLayer = Callable[[int, nn.Module, list[torch.Tensor], dict[str, Any]], dict[str, Any]]
 
 
 class _StopForward(Exception):
@@ -124,6 +129,7 @@ def calibrate_sequentially(
     diagonal_only: bool,
     device: torch.device,
     log: Callable[[str], None] | None = None,
+    prepare_layer: PrepareLayer | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Compress `targets` (layer index -> {name: linear}) layer by layer; returns the module
     records and one record per decoder layer (relative output error, seconds)."""
@@ -135,6 +141,11 @@ def calibrate_sequentially(
         start = time.perf_counter()
         layer.to(device)
         modules = targets.get(index, {})
+        record: dict[str, Any] = {"layer": index, "modules": len(modules)}
+        reference = None  # outputs of the layer as it came, if pass 1 will not see it so
+        if prepare_layer is not None and modules:
+            reference = [run_layer(layer, h, layer_kwargs) for h in hidden]
+            record.update(prepare_layer(index, layer, hidden, layer_kwargs))
         stats = InputStatistics(modules, device, diagonal_only)
         dense_out = []
         try:
@@ -150,13 +161,13 @@ def calibrate_sequentially(
             hessian = stats.accumulators[names[0]].value(names[0])
             module_records += compress_group(index, {n: modules[n] for n in names}, hessian)
         del stats
-        record = {"layer": index, "modules": len(modules)}
         if modules:  # pass 2: what the next layer will see
             moved = total = 0.0
             for i, h in enumerate(hidden):
                 out = run_layer(layer, h, layer_kwargs)
-                moved += (out - dense_out[i]).float().pow(2).sum().item()
-                total += dense_out[i].float().pow(2).sum().item()
+                before = dense_out[i] if reference is None else reference[i]
+                moved += (out - before).float().pow(2).sum().item()
+                total += before.float().pow(2).sum().item()
                 dense_out[i] = out
             record["output_error"] = moved / max(total, 1e-30)
         layer.to("cpu")

@@ -95,7 +95,7 @@ def run_algorithm(method: str, w: torch.Tensor, stats: torch.Tensor | None, sett
         offered.update(bits=settings.bits, group_size=settings.group_size or None,
                        sym=settings.sym, act_order=settings.act_order,
                        static_groups=settings.static_groups)
-    offered.update(damp=recipe.damp, block_size=recipe.block_size)
+    offered.update(damp=recipe.damp, block_size=recipe.block_size, then=recipe.then)
     algorithm = getattr(algorithm_module(method), method)
     taken = inspect.signature(algorithm).parameters
     args = {name: value for name, value in offered.items() if name in taken}
@@ -175,9 +175,10 @@ def compress_loaded(model: nn.Module, tokenizer: Any, recipe: Recipe, *,
             return [record for same in split_by_settings(entries)
                     for record in compress_group(recipe, index, same, stats)]
 
+        step = getattr(algorithm_module(recipe.method), "layer_step", None)  # AWQ's scales
         records, result["layers"] = calibrate_sequentially(
             model, windows, targets, group, diagonal_only=needs == "column_norms",
-            device=device, log=log)
+            device=device, log=log, prepare_layer=step(recipe, plan) if step else None)
         model.to("cpu")
     result["modules"] = sorted(records + kept, key=lambda r: (r["layer"], r["module"]))
     return result

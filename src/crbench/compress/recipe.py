@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -77,6 +77,10 @@ class Recipe(Settings):
     seed: int = 0
     dense: list[str] = []  # module patterns kept dense, e.g. ["layers.-1.mlp.*"]
     overrides: list[Override] = []
+    then: Literal["rtn", "gptq"] | None = None  # awq: how the scaled weights are quantized
+    duo: bool | None = None  # awq: scale x^a / (w^(1-a) + 1e-4) (true) or x^a alone (false)
+    clip: bool | None = None  # awq: search a clamp range per group (not q/k)
+    grid: int | None = Field(default=None, ge=2, le=100)  # awq: exponents tried in [0, 1)
 
     _source: str | None = PrivateAttr(default=None)
 
@@ -116,13 +120,13 @@ def matches(pattern: str, names: list[str]) -> bool:
 def parse_recipe(data: dict[str, Any], source: str | Path | None = None) -> Recipe:
     """Validate a recipe dict; defaults filled in for the method; errors name `source`."""
     try:
-        recipe = Recipe(**data)
+        recipe = Recipe.model_validate(data)
         for place, message in _method_problems(recipe):
             raise InputError(source, message, place)
     except ValidationError as exc:
         first = exc.errors()[0]
-        place = ".".join(str(part) for part in first["loc"]) or None
-        raise InputError(source, first["msg"].removeprefix("Value error, "), place) from None
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise InputError(source, first["msg"].removeprefix("Value error, "), field) from None
     recipe._source = str(source) if source is not None else None
     return _with_defaults(recipe)
 
@@ -163,6 +167,10 @@ def _method_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         if implied is not None and settings.sparsity is not None \
                 and abs(settings.sparsity - implied) > 1e-9:
             yield prefix + "sparsity", f"pattern {settings.pattern} means sparsity {implied:g}"
+    if method.name == "awq" and recipe.then != "gptq":  # GPTQ's settings, only if it runs
+        for name in ("act_order", "static_groups", *methods.HESSIAN_FIELDS):
+            if name in recipe.model_fields_set:
+                yield name, "applies to method 'awq' only with then = 'gptq'"
     if method.calibrated and not recipe.calib:
         yield "calib", f"method {method.name!r} needs calibration text (a .txt or .jsonl file)"
 
@@ -172,7 +180,8 @@ def _with_defaults(recipe: Recipe) -> Recipe:
     `model_fields_set`), so `model_dump(exclude_unset=True)` is what the user wrote."""
     if methods.get_method(recipe.method).kind != "quant":
         return recipe
-    fill = {k: v for k, v in QUANT_DEFAULTS.items() if getattr(recipe, k) is None}
+    defaults = {**QUANT_DEFAULTS, **methods.get_method(recipe.method).defaults}
+    fill = {k: v for k, v in defaults.items() if getattr(recipe, k) is None}
     written = set(recipe.model_fields_set)
     filled = recipe.model_copy(update=fill)
     filled.__pydantic_fields_set__ = written
