@@ -86,3 +86,58 @@ def test_task_options_that_are_not_a_table_are_an_input_error():
     """Found by the properties above: `options = 3` in a task once raised TypeError."""
     assert load("models: {m: {source: demo}}\ntasks: [{task: folio, options: 3}]\n",
                 ".yaml") is None
+
+
+# --- valid specs are accepted (so the properties above cannot pass by refusing everything) ---
+
+LABELS = st.text(alphabet=st.sampled_from(list("abcxyz019-_.é")), min_size=1, max_size=10)
+MODELS = st.one_of(
+    st.fixed_dictionaries({"source": st.just("demo"), "engine": st.just("hf"),
+                           "batch_size": st.integers(1, 64)}),
+    st.fixed_dictionaries({"source": st.just("http://127.0.0.1:9/v1"),
+                           "engine": st.just("openai"), "model": LABELS}),
+)
+RECIPES = st.one_of(
+    st.fixed_dictionaries({"method": st.just("rtn"), "bits": st.integers(2, 8),
+                           "group_size": st.sampled_from([0, 32, 64])}),
+    st.fixed_dictionaries({"method": st.just("magnitude"),
+                           "sparsity": st.floats(0.01, 0.99)}),
+    st.fixed_dictionaries({"method": st.just("magnitude"),
+                           "pattern": st.sampled_from(["2:4", "4:8", "1:4"])}),
+    st.fixed_dictionaries({"method": st.just("gptq"), "bits": st.integers(2, 8),
+                           "calib": st.just("hf:wikitext:wikitext-2-raw-v1")}),
+)
+TASK = st.fixed_dictionaries(
+    {"task": st.sampled_from(["aime24", "folio", "musique", "synth_arith", "synth_logic"]),
+     "limit": st.integers(1, 100), "style": st.sampled_from(["completion", "chat", "direct"])})
+SAMPLING = st.fixed_dictionaries(
+    {"temperature": st.floats(0, 2), "top_p": st.floats(0.01, 1),
+     "max_new_tokens": st.integers(1, 4096), "repeats": st.integers(1, 5),
+     "seed": st.integers(-(2**31), 2**31)})
+
+
+@st.composite
+def valid_specs(draw: st.DrawFn) -> dict:
+    labels = draw(st.lists(LABELS, min_size=2, max_size=6, unique=True))
+    split = draw(st.integers(1, len(labels) - 1))
+    models = {label: draw(MODELS) for label in labels[:split]}
+    variants = {label: {"model": draw(st.sampled_from(labels[:split])), **draw(RECIPES)}
+                for label in labels[split:]}
+    tasks = [{**task, "label": f"t{i}"} for i, task in enumerate(draw(st.lists(TASK, min_size=1,
+                                                                             max_size=3)))]
+    return {"models": models, "variants": variants, "tasks": tasks, "sampling": draw(SAMPLING)}
+
+
+@SETTINGS
+@given(valid_specs())
+def test_valid_specs_are_accepted_as_written(data):
+    spec = load(yaml.safe_dump(data, allow_unicode=True), ".yaml")
+    assert spec is not None, data
+    assert {label: m.source for label, m in spec.models.items()} == {
+        label: m["source"] for label, m in data["models"].items()}
+    written = {label: {k: x for k, x in v.items() if k != "model"}
+               for label, v in data["variants"].items()}
+    assert {label: v.recipe for label, v in spec.variants.items()} == written
+    assert [(t.task_id, t.label, t.limit, t.style) for t in spec.tasks] == [
+        (t["task"], t["label"], t["limit"], t["style"]) for t in data["tasks"]]
+    assert spec.sampling.model_dump(include=set(data["sampling"])) == data["sampling"]

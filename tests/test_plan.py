@@ -99,11 +99,11 @@ def test_paths_are_resolved_once_relative_to_the_spec(tmp_path, monkeypatch):
     (folder / "data" / "aime.jsonl").write_bytes((DATA / "aime_mini.jsonl").read_bytes())
     (folder / "data" / "ppl.txt").write_text("text " * 50, encoding="utf-8")
     (folder / "calib.txt").write_text(CALIB, encoding="utf-8")
-    spec = write(folder, '[models.m]\nsource = "demo"\n'
-                         '[variants.w]\nmodel = "m"\nmethod = "wanda"\nsparsity = 0.5\n'
-                         'calib = "calib.txt"\n'
-                         '[[tasks]]\ntask = "aime24"\npath = "data/aime.jsonl"\n'
-                         '[ppl]\ndata = "data/ppl.txt"\n')
+    write(folder, '[models.m]\nsource = "demo"\n'
+                  '[variants.w]\nmodel = "m"\nmethod = "wanda"\nsparsity = 0.5\n'
+                  'calib = "calib.txt"\n'
+                  '[[tasks]]\ntask = "aime24"\npath = "data/aime.jsonl"\n'
+                  '[ppl]\ndata = "data/ppl.txt"\n')
     monkeypatch.chdir(tmp_path)  # not the spec's folder
     plan = planning.build_plan(Path("study") / "spec.toml")
     (task,) = plan.tasks

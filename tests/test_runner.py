@@ -351,3 +351,77 @@ def test_without_a_tokenizer_tokens_split_by_characters():
     gen = Generation(text="abcdefgh</think>ab", prompt_tokens=3, completion_tokens=9,
                      finish_reason="stop", wall_s=0.1)
     assert runner.split_tokens(None, "Q <think>\n", gen) == (8, 1, False)
+
+
+@pytest.mark.slow
+def test_dry_run_reports_a_real_cache_hit(tmp_path, demo_model, no_engine):
+    """The dry run asks the compression cache itself: a variant built already is reported
+    with its folder, one that is not as to be built (and nothing is built by asking)."""
+    from crbench.compress import cached_path, compress_cached
+    from crbench.models import resolve_model
+
+    built = {"method": "rtn", "bits": 4, "group_size": 64}  # test above builds the same one
+    unbuilt = {**built, "seed": 987_654_321}  # another cache key; rtn ignores the seed
+    path = compress_cached(resolve_model("demo"), built)
+    assert cached_path(resolve_model("demo"), built) == path
+    assert cached_path(resolve_model("demo"), unbuilt) is None
+    spec = write_spec(tmp_path, repeats=1, limit=1, models=(
+        '[models.smol]\nsource = "demo"\n'
+        '[variants.rtn4]\nmodel = "smol"\nmethod = "rtn"\nbits = 4\ngroup_size = 64\n'
+        '[variants.rtn4-other]\nmodel = "smol"\nmethod = "rtn"\nbits = 4\ngroup_size = 64\n'
+        'seed = 987654321\n'))
+    stream = io.StringIO()
+    runner.run(spec, tmp_path / "run", dry_run=True, stream=stream)
+    lines = stream.getvalue().splitlines()
+    assert f'rtn rtn4: {{"bits":4,"group_size":64,"method":"rtn"}}: cached at {path}' in lines
+    assert any(line.startswith("rtn rtn4-other: ") and line.endswith(": will be built")
+               for line in lines)
+    assert cached_path(resolve_model("demo"), unbuilt) is None
+    assert not (tmp_path / "run").exists()
+
+
+def smoke_spec(folder: Path) -> Path:
+    """examples/smoke.toml, its data paths made absolute (it moves into a temp folder)."""
+    text = (DATA.parent / "smoke.toml").read_text(encoding="utf-8")
+    text = text.replace('path = "data/', f'path = "{DATA}/')
+    path = folder / "smoke.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def by_key(run_dir: Path) -> dict[str, dict]:
+    return {r["key"]: {k: v for k, v in r.items() if k not in ("created_at", "wall_s")}
+            for r in rows(run_dir)}
+
+
+@pytest.mark.slow
+def test_two_shards_merged_equal_one_unsharded_run(tmp_path, demo_model):
+    """`crbench run --shard K/2` twice, then `crbench merge`: row for row (keys, outputs,
+    token counts, scores) what one unsharded run of the smoke spec stores."""
+    spec = smoke_spec(tmp_path)
+    cli = [sys.executable, "-m", "crbench.cli"]
+    whole = tmp_path / "whole"
+    proc = subprocess.run([*cli, "run", str(spec), "--out", str(whole)], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    shards = []
+    for k in (1, 2):
+        proc = subprocess.run([*cli, "run", str(spec), "--shard", f"{k}/2"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr
+        shard = tmp_path / "runs" / f"smoke-shard-{k}-of-2"  # the default run dir, suffixed
+        conn = store.connect(shard, readonly=True)
+        meta = {r["name"]: r["value"] for r in store.iter_table(conn, "meta")}
+        plan = list(store.iter_table(conn, "plan"))
+        conn.close()
+        assert meta["shard"] == f"{k}/2"
+        assert {p["key"] for p in plan} == set(by_key(shard))  # its share only, all done
+        shards.append(shard)
+    expected = by_key(whole)
+    assert len(expected) == 14 and all(by_key(s) for s in shards)
+    assert not set(by_key(shards[0])) & set(by_key(shards[1]))
+    merged = tmp_path / "merged"
+    proc = subprocess.run([*cli, "merge", *map(str, shards), "--out", str(merged)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert by_key(merged) == expected

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from crbench.errors import InputError
 
@@ -257,13 +257,12 @@ def load_causal_lm(
     hf_logging.set_verbosity_error()  # its report of missing weights is replaced by ours below
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model, loading = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=getattr(torch, dtype),
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=True,
-        )
+        # With output_loading_info transformers returns (model, info); its stubs say model.
+        model, loading = cast("tuple[Any, dict[str, list[str]]]", AutoModelForCausalLM
+                              .from_pretrained(path, dtype=getattr(torch, dtype),
+                                               use_safetensors=True,
+                                               trust_remote_code=trust_remote_code,
+                                               output_loading_info=True))
     except (OSError, ValueError, SafetensorError) as exc:
         raise InputError(path, f"cannot load model: {str(exc).splitlines()[0]}") from None
     finally:

@@ -70,8 +70,8 @@ def prepare_variant(plan: Plan, variant: PlannedVariant) -> PreparedVariant:
         print(f"{variant.method_name} {variant.label}: {message}", file=sys.stderr, flush=True)
 
     build = load(variant.method.build)
-    path = Path(build(local_model(variant.source), variant.recipe_for_build(), log=log))
-    return PreparedVariant(str(path), describe_built(variant, path))
+    folder = Path(build(local_model(variant.source), variant.recipe_for_build(), log=log))
+    return PreparedVariant(str(folder), describe_built(variant, folder))
 
 
 def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:

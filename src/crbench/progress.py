@@ -10,7 +10,11 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.table import Table
 
 PLAIN_EVERY_S = 10.0
 
@@ -78,7 +82,7 @@ class RunProgress:
         self.cells = {(c.variant, c.task): c for c in cells}
         self.stream = stream or sys.stdout
         self.live_enabled = self.stream.isatty() if live is None else live
-        self.live = None
+        self.live: Live | None = None
 
     def __enter__(self) -> RunProgress:
         if self.live_enabled:
@@ -87,13 +91,13 @@ class RunProgress:
 
             console = Console(file=self.stream)
             self.live = Live(self.table(), console=console, refresh_per_second=2, transient=False)
-            self.live.__enter__()
+            self.live.start(refresh=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.update(self.table())
-            self.live.__exit__(*exc)
+            self.live.stop()
             self.live = None
 
     def start(self, variant: str, task: str) -> None:
@@ -126,7 +130,7 @@ class RunProgress:
             cell.last_print = now
             print(cell.line(), file=self.stream, flush=True)
 
-    def table(self):
+    def table(self) -> Table:
         from rich.markup import escape
         from rich.table import Table
 

@@ -348,10 +348,10 @@ def print_plan(plan: Plan, stored: dict[str, bool | None], stream: TextIO) -> No
     todo = sum(w.key not in stored for w in plan.work)
     print(f"total: {len(plan.work)} generations, {len(plan.work) - todo} stored, {todo} to run",
           file=stream)
-    for variant in plan.variants:
-        if variant.recipe is None:
+    for made in plan.variants:
+        if made.recipe is None:
             continue
-        needed = any(w.variant is variant and w.key not in stored for w in plan.work)
-        state = build_state(variant) if needed else "not needed (all stored)"
-        print(f"{variant.method_name} {variant.label}: {canonical_json(variant.recipe)}: {state}",
+        needed = any(w.variant is made and w.key not in stored for w in plan.work)
+        state = build_state(made) if needed else "not needed (all stored)"
+        print(f"{made.method_name} {made.label}: {canonical_json(made.recipe)}: {state}",
               file=stream)

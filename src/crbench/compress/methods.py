@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from crbench.errors import InputError
@@ -76,7 +77,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 
 
-def get_method(name: str, source: object = None, place: str | None = "method") -> Method:
+def get_method(name: str, source: str | Path | None = None, place: str | None = "method"
+               ) -> Method:
     """The registry line for `name`; an unknown name is one InputError listing the known."""
     method = METHODS.get(name)
     if method is None:
@@ -96,9 +98,9 @@ def specific_fields() -> frozenset[str]:
     return frozenset().union(*(m.fields for m in METHODS.values()))
 
 
-def takers(field: str) -> tuple[str, ...]:
-    """The methods that take `field` (for error messages)."""
-    return tuple(m.name for m in METHODS.values() if field in m.fields)
+def takers(setting: str) -> tuple[str, ...]:
+    """The methods that take the recipe field `setting` (for error messages)."""
+    return tuple(m.name for m in METHODS.values() if setting in m.fields)
 
 
 def load(target: str) -> Callable[..., Any]:  # Any: each line's function has its own signature
