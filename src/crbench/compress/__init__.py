@@ -5,6 +5,7 @@
     magnitude.py  magnitude pruning (no calibration)
     gptq.py       GPTQ: quantization with error feedback through the inverse Hessian
     rtn.py        round-to-nearest quantization (no calibration)
+    awq.py        AWQ: activation-aware scales folded into the layer, then RTN or GPTQ
     quant.py      the min-max integer grid;  hessian.py  X^T X, damping, dead inputs
     calibration.py  text sources and windows;  layerwise.py  sequential calibration
     recipe.py     the recipe (validated);  pipeline.py  plan, compress, save, manifest
@@ -18,23 +19,33 @@ Importing this package is cheap (no torch): the pipeline is imported when first 
 Recipe fields (TOML file for `crbench compress --recipe`, or a dict for `compress_cached`):
 
     method        a method of the registry, `crbench.compress.methods` (required):
-                  "sparsegpt" | "wanda" | "magnitude" (prune), "gptq" | "rtn" (quantize)
+                  "sparsegpt" | "wanda" | "magnitude" (prune), "gptq" | "rtn" | "awq"
+                  (quantize)
     sparsity      pruning: fraction of weights set to zero, 0 < s < 1
     pattern       pruning: "N:M", keep N of every M consecutive inputs ("2:4", "4:8");
                   implies sparsity 1 - N/M
     bits          quantization: 2..8 (default 4)
-    group_size    quantization: inputs per grid; 0 = one grid per output channel (default 0).
+    group_size    quantization: inputs per grid; 0 = one grid per output channel (default 0;
+                  awq 128, as AutoAWQ).
                   Must divide every target layer's input size, else an error (SmolLM2's
                   hidden size 576 takes 64, not 128)
-    sym           quantization: symmetric grid (default true); false = asymmetric (zero point)
-    act_order     gptq: quantize inputs in order of decreasing Hessian diagonal (default false)
+    sym           quantization: symmetric grid (default true; awq false); false = asymmetric
+                  (zero point)
+    act_order     gptq: quantize inputs in order of decreasing Hessian diagonal (default true,
+                  as llm-compressor's and AutoGPTQ's recommended settings; a packed export of
+                  it needs a group index per input, or static_groups)
     static_groups gptq: fit every group's grid up front from the original weights, as
                   llm-compressor does (default false: fit each when GPTQ reaches it)
     damp          sparsegpt/gptq: Hessian damping, fraction of its mean diagonal (default 0.01);
                   raised x10 up to 10 when the Hessian is not positive definite, then an
                   error; the value used is recorded per module
     block_size    sparsegpt/gptq: columns per lazy-update block (default 128)
-    calib         sparsegpt/wanda/gptq: calibration text: a .txt file, a .jsonl/.json of rows
+    then          awq: "rtn" (default) or "gptq": how the scaled weights are quantized; with
+                  "gptq", act_order/static_groups/damp/block_size apply as for gptq
+    duo           awq: scale x^a / (w^(1-a) + 1e-4) (default true), false: x^a alone
+    clip          awq: search a clamp range per output row and group, not q/k (default true)
+    grid          awq: exponents a tried, 0, 1/grid, ... (default 20)
+    calib         sparsegpt/wanda/gptq/awq: calibration text: a .txt file, a .jsonl/.json of rows
                   (`text`, or task `prompt` + model `output` reasoning traces), or
                   `hf:NAME[:CONFIG[:SPLIT]]`; a relative path in a TOML recipe is taken from
                   the recipe's folder, in a dict from the working directory

@@ -3,10 +3,12 @@ column's rounding error onto the columns not yet quantized through the inverse H
 
 For column i with inverse-Hessian Cholesky row U[i] (U = chol(H^-1), upper):
     q_i = grid(w_i);  e = (w_i - q_i) / U[i, i];  W[:, i:] -= e U[i, i:]
-done lazily in blocks of `block_size` columns (Algorithm 1 of the paper). With `act_order`,
-columns go in order of decreasing H[i, i] (the inputs with the most energy first), and groups
-are formed in that order, as in the reference code without static groups; the result is stored
-fake-quantized, so each weight still sits on exactly one group's grid. With `static_groups`
+done lazily in blocks of `block_size` columns (Algorithm 1 of the paper). With `act_order`
+(the recipe's default: on SmolLM2 it takes GPTQ W4 from no better than rounding to well below
+it), columns go in order of decreasing H[i, i] (the inputs with the most energy first), and
+groups are formed in that order, as in the reference code without static groups; the result is
+stored fake-quantized, so each weight still sits on exactly one group's grid (a packed export
+would need the group index of each input, GPTQ's `g_idx`). With `static_groups`
 every group's grid is fitted before the first column from the original weights, over
 contiguous inputs (what llm-compressor 0.14 does); by default a grid is fitted when its group
 is reached, from the weights as updated so far (the reference code), which fits better.
