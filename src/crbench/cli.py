@@ -320,6 +320,25 @@ def report(
 
 # --- end report -----------------------------------------------------------------------------
 
+# --- browse (owner: thinking) ---------------------------------------------------------------
+
+
+@app.command()
+def browse(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (or its results.sqlite)")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="HTML file to write (default RUN_DIR/report/browser.html)")] = None,
+) -> None:
+    """Every stored trace in one self-contained HTML page: a parent's and its compressed
+    variants' traces side by side, thinking folded, the first correct answer and hesitation
+    markers highlighted; filters for flips, truncated and abandoned-correct traces."""
+    from crbench.browser import write_browser
+
+    print(write_browser(run_dir, out))
+
+
+# --- end browse -----------------------------------------------------------------------------
+
 # --- synth (owner: synth) -------------------------------------------------------------------
 
 

@@ -317,11 +317,14 @@ def analyse(traces: Sequence[Trace], variants: Mapping[str, VariantRecord],
 
 
 def analyse_run(run: RunData, *, tokenizers: bool = True, cues: CueSet = DEFAULT_CUES,
-                n_boot: int = 1000, seed: int = 0) -> ThinkingAnalysis:
+                budgets: Mapping[str, Sequence[int]] | None = None, n_boot: int = 1000,
+                seed: int = 0) -> ThinkingAnalysis:
     """Everything above for a run as `crbench.store.read_run` reads it. `tokenizers` False
-    counts positions with the character proxy even where a model folder has a tokenizer."""
+    counts positions with the character proxy even where a model folder has a tokenizer;
+    `budgets` per task label (None: the default grid; {}: no budget curves)."""
     traces, problems = load_traces(run.rows)
     found = variant_tokenizers(run.variants) if tokenizers else {}
-    result = analyse(traces, run.variants, found, cues=cues, n_boot=n_boot, seed=seed)
+    result = analyse(traces, run.variants, found, budgets=budgets, cues=cues, n_boot=n_boot,
+                     seed=seed)
     result.problems = problems
     return result
