@@ -94,3 +94,59 @@ def test_override_settings_replace_only_what_they_set():
 def test_module_patterns(pattern, hit):
     names = ["model.layers.29.mlp.up_proj", "model.layers.-1.mlp.up_proj"]
     assert matches(pattern, names) is hit
+
+
+# --- the method registry: the one list recipes, the pipeline and the CLI derive from ---------
+
+
+def test_registry_drives_recipe_checks():
+    from crbench.compress import methods
+
+    for name in methods.names(compressing=True):
+        method = methods.get_method(name)
+        module = __import__(method.module, fromlist=[name])
+        assert callable(getattr(module, name)) and hasattr(module, "NEEDS")
+    with pytest.raises(InputError) as caught:
+        parse_recipe({"method": "wanda", "sparsity": 0.5, "calib": "c.txt", "bits": 4}, "r")
+    assert str(caught.value) == (f"r:bits: does not apply to method 'wanda' (only to "
+                                 f"{', '.join(methods.takers('bits'))})")
+    assert "rtn" in methods.takers("bits") and "gptq" in methods.takers("bits")
+    # Defaults are filled in but stay unset: what was written round-trips.
+    assert parse_recipe({"method": "rtn"}).model_dump(exclude_unset=True) == {"method": "rtn"}
+
+
+TOY_METHOD = '''
+"""A toy pruning method: zero every other input column."""
+
+NEEDS = None  # no calibration statistics
+
+
+def halves(w, *, sparsity, pattern=None):
+    out = w.clone()
+    out[:, ::2] = 0
+    return out, {"toy": True}
+'''
+
+
+def test_a_new_method_is_one_file_and_one_registry_line(tmp_path, monkeypatch, demo_model):
+    """A method module on the path plus its `Method` line: recipes accept it, the pipeline
+    runs it on the real demo model, other methods' settings are refused for it."""
+    from crbench.compress import methods
+    from crbench.compress.pipeline import compress_loaded
+    from crbench.models import load_causal_lm
+
+    (tmp_path / "toy_halves.py").write_text(TOY_METHOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(methods.METHODS, "halves", methods.Method(
+        "halves", "toy_halves", "prune", False, methods.PRUNE_FIELDS))
+    with pytest.raises(InputError, match="does not apply to method 'halves'"):
+        parse_recipe({"method": "halves", "sparsity": 0.5, "bits": 4})
+    recipe = parse_recipe({"method": "halves", "sparsity": 0.5, "dense": ["layers.-1.*"]})
+    model, tokenizer = load_causal_lm(demo_model, device="cpu")
+    result = compress_loaded(model, tokenizer, recipe, device="cpu")
+    done = [m for m in result["modules"] if not m["kept_dense"]]
+    assert done and all(m["sparsity"] >= 0.5 and m["toy"] for m in done)
+    assert all(m["layer"] == len(model.model.layers) - 1 for m in result["modules"]
+               if m["kept_dense"])
+    weight = model.model.layers[0].mlp.up_proj.weight
+    assert (weight[:, ::2] == 0).all() and (weight[:, 1::2] != 0).any()

@@ -221,3 +221,54 @@ def test_shard_dry_run_counts_only_its_share(tmp_path):
         total = next(line for line in proc.stdout.splitlines() if line.startswith("total: "))
         counts.append(int(total.split()[1]))
     assert sum(counts) == 16 and all(counts)
+
+
+def test_a_variant_of_a_served_model_is_refused(tmp_path):
+    spec = write(tmp_path, '[models.srv]\nsource = "http://127.0.0.1:9/v1"\nengine = "openai"\n'
+                           'model = "x"\n[variants.v]\nmodel = "srv"\nmethod = "rtn"\n'
+                           f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n')
+    with pytest.raises(InputError, match=r":\[variants\.v\]\.model: 'srv' is served over HTTP"):
+        planning.build_plan(spec, tmp_path / "run")
+
+
+# A method that is not compression (as `method = "distill"` will be): one registry line naming
+# its own check and build functions. Here: a "copy" variant, the base model's folder as is.
+
+def check_copy(recipe: dict, source: object) -> dict:
+    for name in recipe:
+        if name not in ("method", "note"):
+            raise InputError(None, "unknown setting", name)
+    return recipe
+
+
+def build_copy(base_model: str, recipe: dict, *, log) -> str:
+    log(f"copied ({recipe['note']})")
+    return base_model
+
+
+def test_a_method_of_another_kind_is_one_registry_line(tmp_path, monkeypatch, capsys,
+                                                       demo_model):
+    from crbench import prepare
+    from crbench.compress import methods
+
+    monkeypatch.setitem(methods.METHODS, "copy", methods.Method(
+        "copy", "test_plan", "other", False, frozenset({"note"}), build="test_plan:build_copy",
+        check="test_plan:check_copy", cached=None))
+    task = f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n'
+    bad = write(tmp_path, '[models.m]\nsource = "demo"\n[variants.v]\nmodel = "m"\n'
+                          f'method = "copy"\ncolour = 1\n{task}')
+    with pytest.raises(InputError, match=r"spec\.toml:\[variants\.v\]\.colour: unknown setting"):
+        planning.build_plan(bad, tmp_path / "run")
+    spec = write(tmp_path, '[models.m]\nsource = "demo"\n[variants.v]\nmodel = "m"\n'
+                           f'method = "copy"\nnote = "n"\n{task}')
+    plan = planning.build_plan(spec, tmp_path / "run")
+    prepared = prepare.prepare_variant(plan, plan.variants[1])
+    assert prepared.model_path == str(demo_model)
+    record = prepared.record
+    assert (record.variant, record.method, record.parent, record.base_model) == (
+        "v", "copy", "m", "m")
+    assert record.size_bytes and record.bits is None and record.sparsity is None
+    assert "copy v: copied (n)" in capsys.readouterr().err
+    stream = io.StringIO()
+    runner.print_plan(plan, {}, stream)
+    assert 'copy v: {"method":"copy","note":"n"}: will be built unless cached' in stream.getvalue()

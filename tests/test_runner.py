@@ -420,6 +420,7 @@ def test_two_shards_merged_equal_one_unsharded_run(tmp_path, demo_model):
     expected = by_key(whole)
     assert len(expected) == 14 and all(by_key(s) for s in shards)
     assert not set(by_key(shards[0])) & set(by_key(shards[1]))
+    assert {**by_key(shards[0]), **by_key(shards[1])} == expected
     merged = tmp_path / "merged"
     proc = subprocess.run([*cli, "merge", *map(str, shards), "--out", str(merged)],
                           capture_output=True, text=True, timeout=300)

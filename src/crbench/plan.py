@@ -216,6 +216,10 @@ def plan_variants(spec: Spec, spec_path: Path) -> list[PlannedVariant]:
     variants = [PlannedVariant(label, label, model, sources[label])
                 for label, model in spec.models.items()]
     for label, v in spec.variants.items():
+        if sources[v.model].kind == "server":
+            raise InputError(spec_path, f"{v.model!r} is served over HTTP: crbench has no "
+                                        "weights to make a variant from",
+                             f"[variants.{label}].model")
         calib = calib_file(spec_path, label, v.recipe)
         digest = hashlib.sha256(calib.read_bytes()).hexdigest() if calib else None
         method = get_method(v.method, spec_path, f"[variants.{label}].method")
