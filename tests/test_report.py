@@ -461,6 +461,31 @@ def test_newest_row_wins_for_the_same_cell(tmp_path):
     assert (main["folio_acc_pct"], main["folio_n_samples"]) == ("100.0", "1")
 
 
+def test_one_column_definition_gives_the_page_and_the_csv():
+    from crbench.report.document import col, make_table
+    from crbench.report.fmt import num
+
+    rows = [("a", 1234.5, 0.25), ("b", float("nan"), 0.5), ("c", 7.0, None)]
+    columns = [
+        col("name", "name", lambda r: r[0]),
+        col("tokens", "tokens", lambda r: r[1], num),  # page: "1,234"; CSV: the raw number
+        col(None, "share", lambda r: r[2]),  # CSV only
+        col("note", None, lambda r: r[0].upper()),  # page only
+        col("both", ["lo", "hi"], lambda r: r[1], lambda x: f"~{num(x)}",
+            lambda x: (x - 1, x + 1)),  # one page cell, two CSV fields
+    ]
+    t = make_table("t", "T", columns, rows, page_rows=2)
+    assert t.columns == ["name", "tokens", "note", "both"]
+    assert t.csv_columns == ["name", "tokens", "share", "lo", "hi"]
+    assert t.rows == [["a", "1,234", "A", "~1,234"], ["b", "—", "B", "~—"]]  # page: 2 rows
+    assert len(t.csv_rows) == 3 and t.csv_rows[0] == ["a", 1234.5, 0.25, 1233.5, 1235.5]
+    assert t.csv_rows[1][1] == "" and t.csv_rows[2][2] == ""  # NaN and None: empty cells
+    with pytest.raises(ValueError, match="2 CSV values for 1"):
+        make_table("bad", "Bad", [col("x", "x", lambda r: r, str, lambda v: (v, v))], [1])
+    with pytest.raises(TypeError, match="needs to_csv"):
+        make_table("bad", "Bad", [col("x", "x", lambda r: object())], [1])
+
+
 V1_STORE = Path(__file__).parent / "fixtures" / "store_v1" / "results.sqlite"
 
 

@@ -45,7 +45,9 @@ def col(
             return ()
         if to_csv is not None:
             return tuple(to_csv(v))
-        return (raw(v) if isinstance(v, (str, int, float)) or v is None else str(v),)
+        if v is None or isinstance(v, (str, int, float)):
+            return (raw(v),)
+        raise TypeError(f"column {names[0]!r}: a {type(v).__name__} needs to_csv")
 
     def cells(row: R) -> tuple[str, tuple[CsvValue, ...]]:
         v = value(row)
@@ -84,7 +86,9 @@ def make_table(
         data.append([v for _, values in cells for v in values])
     csv_names = [n for c in columns for n in c.csv_names]
     for values in data:  # a column whose to_csv disagrees with its names is a bug, caught here
-        assert len(values) == len(csv_names), (name, len(values), len(csv_names))
+        if len(values) != len(csv_names):
+            raise ValueError(f"table {name!r}: {len(values)} CSV values for {len(csv_names)} "
+                             "CSV columns")
     if page_rows is not None and len(page) > page_rows:
         page = page[:page_rows]
     return Table(name, title, [c.title or "" for c in shown], page, csv_names, data, note)

@@ -47,14 +47,17 @@ def variant_columns(r: ResultSet) -> list[Column[str]]:
 
 
 def task_columns(r: ResultSet, t: TaskInfo) -> list[Column[str]]:
+    def estimate(n: str) -> Estimate:
+        c = r.cell(n, t.label)
+        return c.score if c else EMPTY
+
     def progress(n: str) -> str:
         c = r.cell(n, t.label)
         planned = r.planned.get((n, t.label), 0)
         return c.n_text() if c else (f"n=0/{planned}" if planned else "")
 
     def score(n: str) -> Scored:
-        c = r.cell(n, t.label)
-        return (c.score if c else EMPTY), progress(n)
+        return estimate(n), progress(n)
 
     def f1(n: str) -> Scored:
         c = r.cell(n, t.label)
@@ -62,10 +65,6 @@ def task_columns(r: ResultSet, t: TaskInfo) -> list[Column[str]]:
 
     def fields(prefix: str) -> list[str]:
         return [f"{t.label}_{prefix}_{k}" for k in ("pct", "lo", "hi")]
-
-    def cell_count(n: str, what: str) -> int:
-        c = r.cell(n, t.label)
-        return 0 if c is None else getattr(c.score, what)
 
     def estimate_csv(value: Scored) -> tuple[CsvValue, ...]:
         return estimate_fields(value[0])
@@ -78,8 +77,8 @@ def task_columns(r: ResultSet, t: TaskInfo) -> list[Column[str]]:
     return columns + [
         col(f"{t.title} tokens", f"{t.label}_tokens",
             lambda n: c.tokens if (c := r.cell(n, t.label)) else math.nan, num),
-        col(None, f"{t.label}_n_questions", lambda n: cell_count(n, "n_questions")),
-        col(None, f"{t.label}_n_samples", lambda n: cell_count(n, "n_samples")),
+        col(None, f"{t.label}_n_questions", lambda n: estimate(n).n_questions),
+        col(None, f"{t.label}_n_samples", lambda n: estimate(n).n_samples),
         col(None, f"{t.label}_planned", lambda n: r.planned.get((n, t.label), 0) or ""),
     ]
 
