@@ -486,6 +486,34 @@ def test_one_column_definition_gives_the_page_and_the_csv():
         make_table("bad", "Bad", [col("x", "x", lambda r: object())], [1])
 
 
+def my_analysis(ctx):
+    """A new section exactly as the package docstring of crbench.report shows it."""
+    from crbench.report.document import Section, col, make_table, shown
+    from crbench.report.fmt import pct, scaled
+
+    r = ctx.results
+    columns = [col("variant", "variant", lambda v: v),
+               col("average %", "average_pct", lambda v: r.average(v).mean, pct,
+                   lambda m: (scaled(m),))]
+    table = make_table("my_analysis", "My analysis", columns, r.with_data, note="a note")
+    return Section("My analysis", "", shown(table, ctx.figure(lambda figs: None)))
+
+
+def test_a_new_section_is_one_function_and_one_registry_line(tmp_path, monkeypatch):
+    from crbench.report import sections
+
+    monkeypatch.setattr(sections, "SECTIONS", [*sections.SECTIONS, my_analysis])
+    run = small_store(tmp_path / "run", {"d": [True, False], "q": [True, True]},
+                      labels={"q": ("d", "gptq", None)})
+    rep, files = report.write_report(run, None, report.FORMATS, n_boot=50)
+    assert rep.sections[-1].title == "My analysis"
+    assert "<h2>My analysis</h2>" in files["html"].read_text()
+    assert "## My analysis" in files["md"].read_text()
+    assert "\\caption{My analysis}" in files["latex"].read_text()
+    rows = read_csv(files["csv"] / "my_analysis.csv")
+    assert [(r["variant"], r["average_pct"]) for r in rows] == [("d", "50.0"), ("q", "100.0")]
+
+
 V1_STORE = Path(__file__).parent / "fixtures" / "store_v1" / "results.sqlite"
 
 

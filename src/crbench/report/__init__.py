@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crbench.errors import InputError
+from crbench.report import sections
 from crbench.report.context import ReportContext
 from crbench.report.document import Plot, Report, Section, Table, plots, tables
 from crbench.report.figures import Figures
@@ -96,11 +97,12 @@ def build_report(results: ResultSet, out_dir: Path, with_figures: bool = True) -
     """Every section of the registry, in order; figures into out_dir/figures when wanted."""
     figures = Figures(results, out_dir / "figures") if with_figures else None
     ctx = ReportContext(results, figures)
-    sections = [s for s in (build(ctx) for build in SECTIONS) if s is not None and not s.empty]
-    main = next((t for s in sections for t in s.items
+    made = [build(ctx) for build in sections.SECTIONS]  # the registry, read when used
+    shown = [s for s in made if s is not None and not s.empty]
+    main = next((t for s in shown for t in s.items
                  if isinstance(t, Table) and t.name == "main"), None)
     title = f"crbench report: {results.path.parent.name}"
-    return Report(title, summary_lines(results), sections, main)
+    return Report(title, summary_lines(results), shown, main)
 
 
 def parse_formats(text: str) -> list[str]:
