@@ -345,3 +345,13 @@ def test_report_section_matches_hand_computation(tmp_path: Path) -> None:
     for name in ("thinking_budget", "thinking_first_correct", "thinking_length"):
         assert (with_figures["figures"] / f"{name}.png").stat().st_size > 1000
     assert "## Thinking" in with_figures["md"].read_text()
+
+
+def test_items_from_the_hub_are_never_fetched() -> None:
+    from crbench.thinking import load_traces
+
+    stored = StoredGeneration(generation(OUTPUT, options="{}"), score(False))
+    traces, problems = load_traces([stored])
+    assert len(traces) == 1 and traces[0].read is None  # still counted, just not re-read
+    assert len(problems) == 1 and "Hugging Face hub" in problems[0]
+    assert problems[0].startswith("aime:")  # the task's label

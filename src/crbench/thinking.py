@@ -139,13 +139,27 @@ def reader(module: ModuleType, item: Item) -> Reader:
     return read
 
 
+def local_items(task_id: str, options: str) -> tuple[ModuleType, dict[int, Item]]:
+    """A task's items as a row's stored options load them, from local data only: a file, or a
+    generated family. Items that would come from the Hugging Face hub are not fetched (the
+    analyses read the store and local files, never the network): InputError."""
+    from crbench.errors import InputError
+    from crbench.rescore import load_items
+    from crbench.tasks import get_task
+
+    module = get_task(task_id)
+    parsed = json.loads(options or "{}")
+    if not (isinstance(parsed, dict) and parsed.get("path")) and not hasattr(module, "generate"):
+        raise InputError(None, "its items come from the Hugging Face hub and are not fetched "
+                               "here; give the task a local data file")
+    return module, load_items(task_id, options or "{}")
+
+
 def load_traces(rows: Iterable[StoredGeneration]) -> tuple[list[Trace], list[str]]:
     """Traces of the scored, current rows, each bound to its item's scorer; and one message per
     task whose items could not be loaded (those traces get no reader: no budget or first
     correct reading, the other measures still count them)."""
     from crbench.errors import InputError
-    from crbench.rescore import load_items
-    from crbench.tasks import get_task
 
     groups: dict[tuple[str, str], list[StoredGeneration]] = defaultdict(list)
     for stored in rows:
@@ -153,13 +167,15 @@ def load_traces(rows: Iterable[StoredGeneration]) -> tuple[list[Trace], list[str
             groups[(stored.generation.task_id, stored.generation.task_options)].append(stored)
     traces: list[Trace] = []
     problems: list[str] = []
-    for (task_id, options), group in groups.items():
+    for (task_id, options), group in sorted(groups.items()):
+        module: ModuleType | None = None
+        items: dict[int, Item] = {}
         try:
-            module, items = get_task(task_id), load_items(task_id, options)
-        except (InputError, OSError, TypeError, ValueError) as exc:
-            problems.append(f"{task_id}: items not loaded ({exc}); no budget or first-correct "
-                            "reading for its traces")
-            module, items = None, {}
+            module, items = local_items(task_id, options)
+        except (InputError, OSError, KeyError, TypeError, ValueError) as exc:
+            label = group[0].generation.task
+            problems.append(f"{label}: items not loaded ({exc}); no budget or first-correct "
+                            "reading for its traces.")
         for stored in group:
             item = items.get(stored.generation.item_index)
             matches = item is not None and str(item.id) == stored.generation.item_id
