@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from crbench import store
+from crbench.records import FailureRecord, GenerationRecord, ScoreRecord, VariantRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CRBENCH = [sys.executable, "-m", "crbench.cli"]
@@ -168,15 +169,16 @@ def foreign_sqlite() -> bytes:
         return (Path(tmp) / "other.sqlite").read_bytes()
 
 
-def generation_row(key: str, index: int) -> dict:
-    return {
-        "key": key, "variant": "m", "base_model": "m", "engine": "hf", "task": "folio",
-        "task_name": "folio", "item_index": index, "item_id": str(index), "repeat": 0,
-        "task_options": json.dumps({"path": str(FIXTURES / "folio_v2.jsonl")}), "seed": 0,
-        "sampling": "{}", "prompt": "p <think>\n", "output": "so </think> Answer: True",
-        "prompt_tokens": 3, "completion_tokens": 5, "thinking_tokens": 2, "answer_tokens": 3,
-        "finish_reason": "stop", "truncated": 0, "wall_s": 0.1,
-    }
+def generation_row(key: str, index: int, output: str = "so </think> Answer: True"
+                   ) -> GenerationRecord:
+    return GenerationRecord(
+        key=key, variant="m", base_model="m", engine="hf", task="folio", task_id="folio",
+        item_index=index, item_id=str(index), repeat=0,
+        task_options=json.dumps({"path": str(FIXTURES / "folio_v2.jsonl")}), seed=0,
+        sampling="{}", prompt="p <think>\n", output=output, reasoning=None, prompt_tokens=3,
+        completion_tokens=5, thinking_tokens=2, answer_tokens=3, finish_reason="stop",
+        truncated=False, wall_s=0.1,
+    )
 
 
 def truncated_store() -> bytes:
@@ -184,8 +186,7 @@ def truncated_store() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         conn = store.connect(tmp)
         for i in range(40):
-            store.insert_generation(conn, changed(generation_row(f"k{i}", i), output="x" * 2000),
-                                    None)
+            store.insert_generation(conn, generation_row(f"k{i}", i, output="x" * 2000), None)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
         data = (Path(tmp) / store.STORE_FILE).read_bytes()
@@ -522,12 +523,13 @@ def stored_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("stored") / "run"
     conn = store.connect(run_dir)
     for i in range(3):
-        store.insert_generation(conn, generation_row(f"k{i}", i), {
-            "extracted": "True", "correct": i != 1, "no_answer": False, "truncated": False,
-            "rule": "answer-line"})
-    store.put_variant(conn, {"variant": "m", "base_model": "m", "method": "dense"})
-    store.record_failure(conn, key="k9", variant="m", task="folio", item_index=9, repeat=0,
-                         error="TimeoutError: server did not answer", attempts=3)
+        store.insert_generation(conn, generation_row(f"k{i}", i), ScoreRecord(
+            f"k{i}", extracted="True", correct=i != 1, no_answer=False, truncated=False,
+            rule="answer-line"))
+    store.put_variant(conn, VariantRecord("m", "m", "dense"))
+    store.record_failure(conn, FailureRecord("k9", "m", "folio", item_index=9, repeat=0,
+                                             error="TimeoutError: server did not answer",
+                                             attempts=3))
     conn.close()
     return run_dir
 
