@@ -355,3 +355,26 @@ def test_items_from_the_hub_are_never_fetched() -> None:
     assert len(traces) == 1 and traces[0].read is None  # still counted, just not re-read
     assert len(problems) == 1 and "Hugging Face hub" in problems[0]
     assert problems[0].startswith("aime:")  # the task's label
+
+
+def test_positions_in_the_demo_models_tokens(demo_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from crbench.thinking import hf_tokenizer, variant_tokenizers
+
+    tokenize = hf_tokenizer(str(demo_model))
+    assert tokenize is not None
+    ids = AutoTokenizer.from_pretrained(demo_model)(TRACE, add_special_tokens=False).input_ids
+    axis = token_axis(TRACE, 999, tokenize)
+    assert axis.exact and len(axis) == len(ids)
+    # The prefix of n tokens is what the tokenizer decodes from the first n ids.
+    tokenizer = AutoTokenizer.from_pretrained(demo_model)
+    for n in (1, 5, 9, len(ids)):
+        assert TRACE[:axis.chars_in(n)] == tokenizer.decode(ids[:n])
+    variants = {"dense": VariantRecord("dense", "dense", model_path=str(demo_model)),
+                "q3": VariantRecord("q3", "dense", "gptq", model_path="/nonexistent"),
+                "other": VariantRecord("other", "other")}
+    found = variant_tokenizers(variants)
+    assert found["dense"] is not None and found["q3"] is not None  # the sibling's tokenizer
+    assert found["other"] is None
+    assert hf_tokenizer("/nonexistent") is None
