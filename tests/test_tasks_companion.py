@@ -336,6 +336,22 @@ def test_math_verify_scores_in_a_worker_thread():
     assert results == [True]
 
 
+def test_costly_expressions_are_not_evaluated_off_the_main_thread():
+    """Off the main thread math-verify has no timeout, and sympy evaluates a power tower or the
+    factorial of a huge number for minutes: such outputs are compared as text (and lose)."""
+    item = items_of("math500")[0]
+    towers = ["9^{9^{9^{9}}}", "10^{10^{10}}", "2^2^2^2^2", "(10^{100})!", "x^{10^{10}}+1",
+              "100000!"]
+    results: list[bool] = []
+    worker = threading.Thread(target=lambda: results.extend(
+        math500.score(item, f"</think>\\boxed{{{tower}}}").correct for tower in towers),
+        daemon=True)
+    worker.start()
+    worker.join(120)  # each takes milliseconds; evaluated, the first would never finish
+    assert results == [False] * len(towers)
+    assert not math500.too_costly("x^2y^3") and not math500.too_costly("(x+1)^{200}")
+
+
 def test_math500_details_carry_subject_and_level():
     item = items_of("math500")[3]
     got = math500.score(item, "</think>\\boxed{[-2,7]}")

@@ -123,6 +123,8 @@ def is_equivalent(gold: str, predicted: str) -> bool:
     math-verify. Never raises."""
     if normalized(gold) == normalized(predicted):
         return True
+    if too_costly(gold) or too_costly(predicted):
+        return False
     gold_parsed = _parse_latex(gold)
     if not gold_parsed:
         return False
@@ -149,6 +151,24 @@ def normalized(latex: str) -> str:
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     text = text.replace("^{\\circ}", "^\\circ")
     return _SPACING.sub("", text).rstrip(".").lower()
+
+
+# What makes sympy compute for minutes (or forever, off the main thread where math-verify has no
+# timeout): a power tower ("9^{9^{9}}", "2^2^2"), an exponent or factorial of 4+ digits, the
+# factorial of an expression ("(10^{100})!"), a number of 100+ digits. No MATH-500 answer has
+# one; an output that does is compared as text only.
+_COSTLY = re.compile(
+    r"\^\s*\{[^{}]*\^"  # a power inside a braced exponent
+    r"|\^\s*\d+\s*\^"  # chained powers of numbers
+    r"|\^\s*\{?\s*[-+]?\s*\d{4}"  # an exponent of 4+ digits
+    r"|\d{4}\s*!|[)}\]]\s*!"  # a factorial of 4+ digits, or of an expression
+    r"|\d{100}"
+)
+
+
+def too_costly(latex: str) -> bool:
+    """Whether `latex` holds something sympy would take too long to evaluate."""
+    return _COSTLY.search(latex) is not None
 
 
 def _in_main_thread() -> bool:
