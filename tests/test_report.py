@@ -601,6 +601,7 @@ def test_terminal_table_never_cuts_variant_names(tmp_path):
         lines = buf.getvalue().splitlines()
         for name in names:
             assert any(name in line for line in lines), (width, name, buf.getvalue())
+        assert "…" not in buf.getvalue()  # no header or cell shortened either
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -176,7 +176,8 @@ def print_summary(report: Report, written: dict[str, Path], console: Console | N
                 table.add_column(escape(name), justify="left", no_wrap=True, min_width=longest)
                 needed += longest + 3
             else:
-                table.add_column(escape(name), justify="right")
+                # fold: a long task title wraps onto more lines instead of losing its end
+                table.add_column(escape(name), justify="right", overflow="fold")
                 needed += SCORE_WIDTH + 3
         for row in main.rows:  # scores without their intervals: those are in the report
             table.add_row(*[escape(row[i] if main.columns[i] in LABEL_COLUMNS
