@@ -591,7 +591,8 @@ def test_terminal_table_never_cuts_variant_names(tmp_path):
     names = [stem + "c4", stem + "wikitext"]
     run = small_store(tmp_path / "run", {"d": [True, False], names[0]: [True, True],
                                          names[1]: [False, False]},
-                      labels={n: ("d", "sparsegpt", 0.5) for n in names})
+                      labels={n: ("d", "sparsegpt", 0.5) for n in names},
+                      task="temporal_sequences")  # a long header too
     rep, files = report.write_report(run, None, ["md"], n_boot=50)
     from rich.console import Console
 
