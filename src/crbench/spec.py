@@ -159,6 +159,10 @@ class SamplingSpec(Strict):
     # Samples per prompt per repeat (vLLM's `n`). Each sample is stored as its own generation,
     # so a cell holds repeats * n samples per item, sample i seeded with seed + i.
     n: int = Field(default=1, ge=1)
+    # Budget forcing (crbench/engines/budget.py): close the thinking after this many thinking
+    # tokens / replace an end of thinking before this many by "Wait". None: off.
+    thinking_budget: int | None = Field(default=None, ge=0)
+    min_thinking: int | None = Field(default=None, ge=0)
 
     @property
     def samples(self) -> int:
