@@ -14,8 +14,8 @@ The package, one job per module:
     figures.py     the figure canvas: style, one colour per variant, PNG + SVG
     context.py     ReportContext (what a section is given) and the SectionBuilder type
     sections.py    THE SECTION REGISTRY: the list of sections, in report order
-    main_results.py, curves.py, compute.py (+ lengths.py), paired.py, knowledge.py, cost.py,
-    failures.py, examples.py: one module per section
+    main_results.py, curves.py, compute.py (+ lengths.py), paired.py, thinking.py,
+    knowledge.py, cost.py, failures.py, examples.py: one module per section
     render.py      HTML, Markdown, LaTeX and CSV output; escaping of untrusted text
 
 Adding an analysis (a report section) = one new module + one line in sections.SECTIONS:
@@ -36,7 +36,9 @@ Adding an analysis (a report section) = one new module + one line in sections.SE
 
     # crbench/report/sections.py: add `my_analysis.build,` where it should appear.
 
-A table's CSV file (csv/<name>.csv) and its page/LaTeX form come from the same columns. Raw
+`col(title, csv, value, show, to_csv)`: title None = CSV only, csv None = page only; `to_csv`
+may give several fields (e.g. a mean and its interval). A table's CSV file (csv/<name>.csv)
+and its page/LaTeX form come from the same columns, so they cannot disagree. Raw
 stored traces (prompt, output, reasoning, tokens) are in `ctx.results.run.rows`
 (crbench.records.StoredGeneration). Sections that give None or nothing to show are left out.
 
