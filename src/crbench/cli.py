@@ -320,6 +320,42 @@ def report(
 
 # --- end report -----------------------------------------------------------------------------
 
+@app.command()
+def distill(
+    out: Annotated[Path, typer.Option("--out", help="folder to write (a rerun resumes there)")],
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", help="a named recipe: tiny-reasoner; flags given here win")] = None,
+    student: Annotated[str | None, typer.Option(help="folder, .gguf, hub id, or 'demo'")] = None,
+    synthetic: Annotated[str | None, typer.Option(
+        help="solver traces, e.g. synth_arith:1-3,synth_logic:1")] = None,
+    traces: Annotated[str | None, typer.Option(help="JSONL of {prompt, completion}")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="a crbench run folder")] = None,
+    pick: Annotated[str | None, typer.Option(
+        help="from a run: correct | shortest-correct | all")] = None,
+    full: Annotated[bool | None, typer.Option(
+        "--full/--lora", help="full fine-tuning instead of LoRA")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="optimizer steps")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the data")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per step")] = None,
+    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
+) -> None:
+    """Fine-tune a student on teacher reasoning traces (LoRA by default); writes a model folder."""
+    from crbench.distill import distill as run_distill
+    from crbench.distill import named_recipe, parse_recipe
+
+    flags = {"student": student, "synthetic": synthetic, "traces": traces, "run": run,
+             "pick": pick, "full": full, "max_steps": steps, "epochs": epochs, "lr": lr,
+             "batch_size": batch_size, "seed": seed}
+    given = {k: v for k, v in flags.items() if v is not None}
+    base = named_recipe(recipe).model_dump(exclude_unset=True) if recipe else {}
+    if given.keys() & {"synthetic", "traces", "run"}:  # a source given here replaces the recipe's
+        base = {k: v for k, v in base.items() if k not in ("synthetic", "traces", "run")}
+    parsed = parse_recipe({**base, **given}, "command line")
+    folder = run_distill(parsed, out, log=lambda line: print(line, file=sys.stderr))
+    print(folder)
+
+
 # --- browse (owner: thinking) ---------------------------------------------------------------
 
 

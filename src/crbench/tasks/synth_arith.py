@@ -13,11 +13,19 @@ Answer) and prompt/score are aime24's own.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 from crbench.tasks.base import Item, Score
-from crbench.tasks.synth_common import DEFAULT_N, item_rng, load_items, real_task, write_jsonl
+from crbench.tasks.synth_common import (
+    DEFAULT_N,
+    item_rng,
+    load_items,
+    real_task,
+    think,
+    write_jsonl,
+)
 
 NAME = "synth_arith"
 REAL_TASK = "aime24"
@@ -124,3 +132,43 @@ def prompt(item: Item, style: str = "completion") -> str | list[dict]:
 
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     return real_task(REAL_TASK).score(item, output, hit_limit=hit_limit)
+
+
+# --- solver trace: the problem read back from its English, one line per operation ---------------
+
+_START = re.compile(r"has (\d+) ")
+_STEP = re.compile(
+    r"gets (?P<add>\d+) more |gives away (?P<sub>\d+) |ends up with (?P<mul>[\w ]+?) as many "
+    r"|gives away (?P<div>half|a third|a quarter) of "
+)
+_TIMES = {text: k for k, text in MULTIPLES.items()}
+_PARTS = {text: k for k, text in FRACTIONS.items()}
+
+
+def trace(item: Item) -> str:
+    """`<think>` one line per operation `</think>` then `\\boxed{N}` (what aime24 reads)."""
+    problem = item.fields["problem"]
+    start = _START.search(problem)
+    if start is None:
+        raise ValueError(f"{item.id}: not a synth_arith problem")
+    value = int(start[1])
+    steps = [f"Start: {value}."]
+    for m in _STEP.finditer(problem, start.end()):
+        if m["add"]:
+            b = int(m["add"])
+            steps.append(f"{value} + {b} = {value + b}.")
+            value += b
+        elif m["sub"]:
+            b = int(m["sub"])
+            steps.append(f"{value} - {b} = {value - b}.")
+            value -= b
+        elif m["mul"]:
+            k = _TIMES[m["mul"]]
+            steps.append(f"{value} * {k} = {value * k}.")
+            value *= k
+        else:
+            k = _PARTS[m["div"]]
+            part = value // k
+            steps.append(f"{value} / {k} = {part}, {value} - {part} = {value - part}.")
+            value -= part
+    return think(steps, f"\\boxed{{{value}}}")

@@ -104,3 +104,15 @@ CODAS = ["n", "r", "l", "s", "x", "th", "m", "k", "nd", "rt", "v", "sk"]
 def invented_word(rng: random.Random, syllables: int = 2) -> str:
     parts = [rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)]
     return ("".join(parts) + rng.choice(CODAS)).capitalize()
+
+
+# --- solver traces ------------------------------------------------------------------------------
+# Each family's `trace(item)` writes its solver's working in R1's shape: the steps inside
+# <think>...</think>, then the answer as the task's scorer reads it. Steps are terse (one short
+# line each), so a small model can learn them on a CPU and generate them cheaply; their number
+# grows with the item's difficulty. `crbench distill` trains on them.
+
+
+def think(steps: list[str], answer: str) -> str:
+    """An R1-shaped trace: the steps, one per line, inside the think tags, then the answer."""
+    return "<think>\n" + "\n".join(steps) + "\n</think>\n" + answer

@@ -33,6 +33,7 @@ from crbench.tasks.synth_common import (
     item_rng,
     load_items,
     real_task,
+    think,
     write_jsonl,
 )
 
@@ -271,3 +272,17 @@ def prompt(item: Item, style: str = "completion") -> str | list[dict]:
 
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     return real_task(REAL_TASK).score(item, output, hit_limit=hit_limit)
+
+
+# --- solver trace: the supporting facts in hop order ---------------------------------------------
+
+
+def trace(item: Item) -> str:
+    """`<think>` the fact each hop reads, in hop order `</think>` then "Answer: <name>" (what
+    musique reads). Open book: the facts are the paragraphs' own sentences."""
+    path = hops(item.fields["question"], item.fields["paragraphs"])
+    if not path:
+        raise ValueError(f"{item.id}: the supporting paragraphs do not answer the question")
+    steps = [upper_first(RELATIONS[name].fact.format(s=subject, o=obj))
+             for _, name, subject, obj in path]
+    return think(steps, f"Answer: {path[-1][3]}")

@@ -13,6 +13,7 @@ letter as reference); `write` emits the BBH JSON object and prompt/score are tem
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from crbench.tasks.synth_common import (
     item_rng,
     load_items,
     real_task,
+    think,
     write_json,
 )
 
@@ -146,3 +148,44 @@ def prompt(item: Item, style: str = "completion") -> str | list[dict]:
 
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     return real_task(REAL_TASK).score(item, output, hit_limit=hit_limit)
+
+
+# --- solver trace: the day walked hour by hour from waking to closing ----------------------------
+
+_CLOCK = r"(\d{1,2}[ap]m)"
+_WOKE = re.compile(rf"woke up at {_CLOCK}\.")
+_SEEN = re.compile(rf" saw .+ from {_CLOCK} to {_CLOCK}\.")
+_CLOSED = re.compile(rf"was closed after {_CLOCK}\.")
+
+
+def hour(text: str) -> int:
+    """The inverse of `clock`: "5am" -> 5, "12pm" -> 12, "1pm" -> 13."""
+    number, suffix = int(text[:-2]) % 12, text[-2:]
+    return number + (12 if suffix == "pm" else 0)
+
+
+def trace(item: Item) -> str:
+    """`<think>` the day in time order, one line per sighting or free stretch `</think>` then
+    "Answer: (X)" (what temporal_sequences reads)."""
+    text = item.fields["input"]
+    woke, closed = _WOKE.search(text), _CLOSED.search(text)
+    if woke is None or closed is None:
+        raise ValueError(f"{item.id}: not a synth_temporal puzzle")
+    sightings = sorted((hour(a), hour(b)) for a, b in _SEEN.findall(text))
+    t, closing = hour(woke[1]), hour(closed[1])
+    steps = [f"Awake at {clock(t)}."]
+    free: Slot | None = None
+    for start, end in [*sightings, (closing, closing)]:
+        if start > t:
+            free = (t, start)
+            steps.append(f"{span(free)}: free.")
+        if end > start:
+            steps.append(f"{span((start, end))}: seen.")
+        t = max(t, end)
+    steps.append(f"Closed after {clock(closing)}.")
+    options = item.fields["options"]
+    letter = next((k for k, v in options.items() if free and v == span(free)), None)
+    if free is None or letter is None:
+        raise ValueError(f"{item.id}: no option is the free time")
+    steps.append(f"Free: {span(free)}, option ({letter}).")
+    return think(steps, f"Answer: ({letter})")
