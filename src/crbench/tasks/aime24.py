@@ -40,7 +40,8 @@ PROMPT = (
 DIRECT = "{problem}\n\nReply with just the final number."
 
 
-def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options):
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
+         **options: object) -> list[Item]:
     no_options(NAME, options)
     return build_items(path, read_rows(path, HUB), _item, limit, seed)
 
@@ -66,7 +67,7 @@ def _item(path: str | Path | None, row: dict, index: int) -> Item:
     return Item(index, item_id, {"problem": problem}, reference)
 
 
-def prompt(item: Item, style: str = "completion"):
+def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     problem = item.fields["problem"]
     return render(PROMPT.format(problem=problem), DIRECT.format(problem=problem), style)
 

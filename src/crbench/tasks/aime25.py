@@ -26,8 +26,8 @@ PROMPT = aime24.PROMPT  # one instruction for every AIME year
 DIRECT = aime24.DIRECT
 
 
-def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options
-         ) -> list[Item]:
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
+         **options: object) -> list[Item]:
     no_options(NAME, options)
     rows = _hub_rows() if path is None else read_records(path)
     return build_items(path, rows, _item, limit, seed)

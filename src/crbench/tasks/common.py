@@ -228,7 +228,7 @@ def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
         header = next(reader)
         if len(set(header)) != len(header):
             raise InputError(path, "the header names a column twice", "line 1")
-        rows = []
+        rows: list[dict[str, str]] = []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue

@@ -45,7 +45,8 @@ DIRECT = (
 )
 
 
-def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options):
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
+         **options: object) -> list[Item]:
     no_options(NAME, options)
     return build_items(path, read_rows(path, HUB), _item, limit, seed)
 
@@ -70,7 +71,7 @@ def _item(path: str | Path | None, row: dict, index: int) -> Item:
     return Item(index, item_id, fields, reference[label.lower()])
 
 
-def prompt(item: Item, style: str = "completion"):
+def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     premises = "\n".join(item.fields["premises"])
     parts = {"premises": premises, "conclusion": item.fields["conclusion"]}
     return render(PROMPT.format(**parts), DIRECT.format(**parts), style)

@@ -35,8 +35,8 @@ PROMPT = "{question}\nPlease reason step by step, and put your final answer with
 DIRECT = "{question}\n\nReply with just the final number."
 
 
-def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options
-         ) -> list[Item]:
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
+         **options: object) -> list[Item]:
     no_options(NAME, options)
     return build_items(path, read_rows(path, HUB), _item, limit, seed)
 

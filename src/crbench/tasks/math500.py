@@ -48,8 +48,8 @@ PROMPT = (
 DIRECT = "{problem}\n\nReply with just the final answer, written as \\boxed{{...}}."
 
 
-def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options
-         ) -> list[Item]:
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
+         **options: object) -> list[Item]:
     no_options(NAME, options)
     return build_items(path, read_rows(path, HUB), _item, limit, seed)
 

@@ -53,7 +53,7 @@ def load(
     limit: int | None = None,
     seed: int = 0,
     mode: str = "closed",
-    **options,
+    **options: object,
 ) -> list[Item]:
     if options:
         raise InputError(None, f"musique options are mode, limit, seed; got {sorted(options)}")
@@ -93,7 +93,7 @@ def _paragraph(path: str | Path | None, paragraph: object, index: int) -> dict:
     }
 
 
-def prompt(item: Item, style: str = "completion"):
+def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     fields = item.fields
     paragraphs = fields.get("paragraphs", []) if fields.get("mode") == "open" else []
     context = "".join(PARAGRAPH.format(**p) for p in paragraphs)

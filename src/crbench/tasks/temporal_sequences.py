@@ -38,15 +38,17 @@ PROMPT = (
 DIRECT = "{input}\n\nReply with just the right option, like (A)."
 
 
-def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, **options):
+def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
+         **options: object) -> list[Item]:
     no_options(NAME, options)
     if path is None or Path(path).suffix == ".jsonl":
         rows = read_rows(path, HUB)
     else:  # the official layout; a bare JSON list of rows is accepted too
         data = read_json(path)
-        rows = data.get("examples") if isinstance(data, dict) else data
-        if not isinstance(rows, list) or not rows:
+        found = data.get("examples") if isinstance(data, dict) else data
+        if not isinstance(found, list) or not found:
             raise InputError(path, "expected a non-empty list of rows under 'examples'")
+        rows = found
     return build_items(path, rows, _item, limit, seed)
 
 
@@ -70,7 +72,7 @@ def _item(path: str | Path | None, row: object, index: int) -> Item:
     return Item(index, str(index), {"input": text, "options": options}, letter)
 
 
-def prompt(item: Item, style: str = "completion"):
+def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     text = item.fields["input"]
     return render(PROMPT.format(input=text), DIRECT.format(input=text), style)
 
