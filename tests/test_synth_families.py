@@ -109,3 +109,47 @@ def test_cli_bad_arguments_are_one_line_errors(tmp_path):
         assert done.returncode == 2, args
         assert done.stderr.startswith("crbench: error:") and done.stderr.count("\n") == 1
         assert not (tmp_path / "x.jsonl").exists()
+
+
+# --- solver traces (what `crbench distill` teaches the tiny reasoner) -------------------------
+
+
+def trace_steps(trace: str) -> int:
+    thinking = trace.split("<think>\n", 1)[1].split("\n</think>", 1)[0]
+    return len(thinking.splitlines())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_solver_trace_is_r1_shaped_and_scored_right_by_the_real_scorer(name, tmp_path):
+    task = get_task(name)
+    for difficulty in (1, 2, 3, 5):
+        items = task.generate(30, difficulty, 11)
+        for item in items:
+            trace = task.trace(item)
+            assert trace.startswith("<think>\n") and trace.count("</think>") == 1, trace
+            score = task.score(item, trace)
+            assert score.correct and not score.truncated, (item, trace, score)
+            assert score.rule.endswith("after-think"), score.rule
+        # The solver reads only what a file holds: items read back from the official format
+        # get the same traces.
+        path = task.write(items, tmp_path / f"{name}-{difficulty}{SUFFIX[name]}")
+        assert [task.trace(i) for i in task.load(str(path))] == [task.trace(i) for i in items]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_solver_trace_grows_with_difficulty(name):
+    task = get_task(name)
+    mean_steps = [sum(trace_steps(task.trace(i)) for i in task.generate(30, d, 5)) / 30
+                  for d in (1, 2, 3, 4)]
+    assert mean_steps == sorted(mean_steps) and mean_steps[3] > mean_steps[0] + 1, mean_steps
+
+
+def test_arithmetic_trace_computes_each_step():
+    from crbench.tasks.base import Item
+
+    problem = ("Mia has 7 shells. Mia gets 5 more shells. Then Mia gives away 3 shells. Then Mia "
+               "ends up with three times as many shells as before. Then Mia gives away a third "
+               "of the shells. How many shells does Mia have now?")
+    trace = get_task("synth_arith").trace(Item(0, "x", {"problem": problem}, 18))
+    assert trace == ("<think>\nStart: 7.\n7 + 5 = 12.\n12 - 3 = 9.\n9 * 3 = 27.\n"
+                     "27 / 3 = 9, 27 - 9 = 18.\n</think>\n\\boxed{18}")
