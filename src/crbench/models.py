@@ -107,11 +107,20 @@ def is_converted(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and bool(config.get("architectures"))
 
 
+def tiny_reasoner_path() -> Path:
+    """The tiny reasoner: the demo model with the LoRA adapter shipped in `crbench.reasoner`
+    merged in, built into the cache on first use."""
+    from crbench.reasoner import merged_path
+
+    return merged_path()
+
+
 SourceKind = Literal["named", "gguf", "folder", "hub", "server"]
 # Models known by a name, each made locally on first use (no network): name -> its folder.
 NAMED_MODELS: dict[str, Callable[[], Path]] = {
     "demo": lambda: demo_model_path(),
     DEMO_MODEL: lambda: demo_model_path(),
+    "tiny-reasoner": lambda: tiny_reasoner_path(),
 }
 
 
