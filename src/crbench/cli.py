@@ -218,6 +218,19 @@ def export(
     print(export_run(run_dir, fmt, out, include_superseded=include_all))
 
 
+@app.command()
+def merge(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories (shards of one spec)")],
+    out: Annotated[Path, typer.Option("--out", help="run directory to write the union into")],
+) -> None:
+    """Union the stores of runs of one spec (e.g. `run --shard K/N` shards) into one store."""
+    from crbench.merge import merge_runs
+
+    result = merge_runs(run_dirs, out)
+    print(f"{result.out}: {result.generations} generations from {result.inputs} stores "
+          f"({result.planned} planned)")
+
+
 # --- end run, export ------------------------------------------------------------------------
 
 # --- compress, ppl (owner: compress) --------------------------------------------------------

@@ -31,7 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from crbench.errors import InputError
-from crbench.records import FailureRecord, GenerationRecord, ScoreRecord, VariantRecord
+from crbench.records import (
+    FailureRecord,
+    GenerationRecord,
+    ScoreRecord,
+    StoredGeneration,
+    VariantRecord,
+)
 from crbench.store_schema import (
     FAILURE_COLUMNS,
     GENERATION_COLUMNS,
@@ -49,7 +55,8 @@ from crbench.store_schema import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "STORE_FILE", "Store", "connect", "insert_generation", "replace_scores",
+    "SCHEMA_VERSION", "STORE_FILE", "Store", "connect", "insert_generation",
+    "insert_generations", "replace_scores",
     "record_failure", "put_variant", "set_plan", "set_meta", "get_meta", "stored_keys",
     "stored_scores", "read_run", "RunData", "iter_rows", "iter_table", "count_generations",
 ]
@@ -225,6 +232,21 @@ def insert_generation(conn: Store, generation: GenerationRecord, score: ScoreRec
                                  f"{generation.key!r}")
             conn.execute(insert_sql("scores", SCORE_COLUMNS), score_values(score))
     return inserted
+
+
+def insert_generations(conn: Store, rows: Iterable[StoredGeneration]) -> int:
+    """Bulk `insert_generation` in one transaction (merging stores): each generation with its
+    score, keys stored already left as they are. Returns how many were added."""
+    added = 0
+    with transaction(conn):
+        for stored in rows:
+            generation, score = stored.generation, stored.score
+            if conn.execute(insert_sql("generations", GENERATION_COLUMNS),
+                            generation_values(generation, now())).rowcount == 1:
+                added += 1
+                if score is not None:
+                    conn.execute(insert_sql("scores", SCORE_COLUMNS), score_values(score))
+    return added
 
 
 def replace_scores(conn: Store, scores: Iterable[ScoreRecord]) -> None:
