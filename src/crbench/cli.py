@@ -14,19 +14,57 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from crbench.errors import InputError
 
 # PyTorch's OpenMP threads spin-wait by default; under any CPU contention that costs 5-8x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# `crbench --help` lists the commands in pipeline order; commands not named here come last.
+PIPELINE_ORDER = ("demo", "compress", "distill", "run", "merge", "score", "export", "report",
+                  "browse", "importance", "ppl", "synth", "convert", "demo-model", "env")
+
+
+class PipelineOrder(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
+
+
 app = typer.Typer(
+    cls=PipelineOrder,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="crbench: what does compressing a reasoning model cost, in accuracy and in tokens?",
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from crbench import __version__
+
+        print(f"crbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="also show the libraries' own progress bars, logs and warnings"
+    )] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=show_version, is_eager=True, help="print the version and exit"
+    )] = False,
+) -> None:
+    """crbench: what does compressing a reasoning model cost, in accuracy and in tokens?"""
+    from crbench import quiet
+
+    quiet.configure(verbose)
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -283,57 +321,6 @@ def compress(
 
 
 @app.command()
-def ppl(
-    model: Annotated[str, typer.Option("--model", help="folder, .gguf, hub id, or 'demo'")],
-    data: Annotated[Path, typer.Option("--data", help="plain text file")],
-    seqlen: Annotated[int, typer.Option(help="tokens per window (non-overlapping)")] = 512,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-) -> None:
-    """Perplexity of a model on a text file, in fixed non-overlapping windows."""
-    import json
-
-    from crbench.ppl import perplexity
-
-    result = perplexity(model, data, seqlen)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        print(f"perplexity {result['ppl']:.3f} over {result['tokens']} tokens "
-              f"({result['windows']} windows of {result['seqlen']})")
-
-
-# --- end compress, ppl ----------------------------------------------------------------------
-
-# --- report (owner: report) -----------------------------------------------------------------
-
-
-@app.command()
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory (or its results.sqlite)")],
-    format: Annotated[
-        str, typer.Option("--format", help="comma-separated: md, html, latex, csv")
-    ] = "md,html,latex,csv",
-    out: Annotated[
-        Path | None, typer.Option("--out", help="folder to write (default RUN_DIR/report)")
-    ] = None,
-    bootstrap: Annotated[
-        int, typer.Option("--bootstrap", min=100, help="bootstrap replicates per interval")
-    ] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="bootstrap seed")] = 0,
-) -> None:
-    """Tables, figures and a self-contained HTML page from the results store alone.
-
-    Re-run it any time, also while a run is still going: unfinished cells show their n.
-    """
-    from crbench.report import parse_formats, print_summary, write_report
-
-    result, written = write_report(run_dir, out, parse_formats(format), bootstrap, seed)
-    print_summary(result, written)
-
-
-# --- end report -----------------------------------------------------------------------------
-
-@app.command()
 def distill(
     out: Annotated[Path, typer.Option("--out", help="folder to write (a rerun resumes there)")],
     recipe: Annotated[str | None, typer.Option(
@@ -368,6 +355,76 @@ def distill(
     folder = run_distill(parsed, out, log=lambda line: print(line, file=sys.stderr))
     print(folder)
 
+
+@app.command()
+def ppl(
+    model: Annotated[str, typer.Option("--model", help="folder, .gguf, hub id, or 'demo'")],
+    data: Annotated[Path, typer.Option("--data", help="plain text file")],
+    seqlen: Annotated[int, typer.Option(help="tokens per window (non-overlapping)")] = 512,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    dtype: Annotated[str, typer.Option(help="auto (see `crbench env`) | bf16 | fp16 | fp32")
+                     ] = "auto",
+) -> None:
+    """Perplexity of a model on a text file, in fixed non-overlapping windows."""
+    import json
+
+    from crbench.ppl import perplexity
+
+    result = perplexity(model, data, seqlen, dtype=dtype)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"perplexity {result['ppl']:.3f} over {result['tokens']} tokens "
+              f"({result['windows']} windows of {result['seqlen']})")
+
+
+# --- end compress, ppl ----------------------------------------------------------------------
+
+# --- env (owner: engines) --------------------------------------------------------------------
+
+
+@app.command()
+def env(
+    refresh: Annotated[bool, typer.Option("--refresh", help="measure the dtype probe again")
+                       ] = False,
+) -> None:
+    """This machine as crbench sees it: versions, device, and what dtype "auto" chooses."""
+    from crbench.dtype import environment
+
+    for line in environment(refresh=refresh):
+        print(line)
+
+
+# --- end env --------------------------------------------------------------------------------
+
+# --- report (owner: report) -----------------------------------------------------------------
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (or its results.sqlite)")],
+    format: Annotated[
+        str, typer.Option("--format", help="comma-separated: md, html, latex, csv")
+    ] = "md,html,latex,csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="folder to write (default RUN_DIR/report)")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=100, help="bootstrap replicates per interval")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="bootstrap seed")] = 0,
+) -> None:
+    """Tables, figures and a self-contained HTML page from the results store alone.
+
+    Re-run it any time, also while a run is still going: unfinished cells show their n.
+    """
+    from crbench.report import parse_formats, print_summary, write_report
+
+    result, written = write_report(run_dir, out, parse_formats(format), bootstrap, seed)
+    print_summary(result, written)
+
+
+# --- end report -----------------------------------------------------------------------------
 
 # --- browse (owner: thinking) ---------------------------------------------------------------
 

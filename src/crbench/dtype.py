@@ -6,8 +6,9 @@ On a GPU "auto" is bf16 (fp16 where the GPU has no bf16). On a CPU it is what th
 faster: a short probe (0.4 s of matmuls) times fp32 and bf16 matmuls at a model's linear
 shapes (16 and 256 rows, the decode and prefill regimes), and bf16 wins when it is at least
 `MARGIN` faster (geometric mean of the two). CPUs with AVX512-BF16 or AMX usually run bf16
-2-4x faster; CPUs without emulate it and run it slower. The result is cached per machine (CPU model and bf16
-flags, torch version, shapes) in `<crbench cache>/dtype-probe.json`; `crbench env` shows it.
+2-4x faster; CPUs without emulate it and run it slower. The result is cached per machine (CPU
+model and bf16 flags, torch version, threads, shape) in `<crbench cache>/dtype-probe.json`;
+`crbench env` shows it.
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ def shape_of_folder(path: str | Path) -> tuple[int, int] | None:
     return (hidden, inner) if isinstance(hidden, int) and isinstance(inner, int) else None
 
 
+def environment(refresh: bool = False) -> list[str]:
+    """Lines for `crbench env`: versions, devices, the probe's figures and the decision."""
+    import transformers
+
+    lines = [f"torch {torch.__version__}, transformers {transformers.__version__}, "
+             f"{torch.get_num_threads()} CPU threads",
+             f"CPU: {cpu_model()} (bf16 flags: "
+             f"{', '.join(sorted(f for f in cpu_flags() if 'bf16' in f or 'amx' in f)) or 'none'})"]
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        lines.append(f"GPU: {name}; dtype auto there: "
+                     f"{canonical(resolve_dtype('auto', 'cuda'))}")
+    else:
+        lines.append("GPU: none")
+    lines.append(cpu_probe(refresh=refresh).describe())
+    lines.append(f"probe cache: {probe_file()} (crbench env --refresh measures again)")
+    return lines
+
+
 # --- the CPU probe -----------------------------------------------------------------------------
 
 
@@ -178,10 +198,14 @@ def measure(shape: tuple[int, int], key: str = "", seconds: float = 0.4) -> Prob
                 best[case] = max(best[case], _gflops(x, weight, seconds / rounds / len(cases)))
     rates = {name: {rows: best[name, rows] for rows in PROBE_ROWS}
              for name in ("float32", "bfloat16")}
-    speedup = math.prod(rates["bfloat16"][r] / rates["float32"][r] for r in PROBE_ROWS)
-    choice = "bfloat16" if speedup ** (1 / len(PROBE_ROWS)) >= MARGIN else "float32"
     return Probe(key, shape, torch.get_num_threads(), rates["float32"], rates["bfloat16"],
-                 choice)
+                 decide(rates["float32"], rates["bfloat16"]))
+
+
+def decide(fp32: dict[int, float], bf16: dict[int, float]) -> str:
+    """bf16 when its rate is at least MARGIN times fp32's (geometric mean over the sizes)."""
+    speedup = math.prod(bf16[rows] / fp32[rows] for rows in fp32)
+    return "bfloat16" if speedup ** (1 / len(fp32)) >= MARGIN else "float32"
 
 
 def _gflops(x: torch.Tensor, weight: torch.Tensor, seconds: float) -> float:

@@ -46,14 +46,24 @@ def perplexity_of(model: Any, tokenizer: Any, text: str, seqlen: int = DEFAULT_S
 
 
 def perplexity(model_name: str | Path, data: str | Path, seqlen: int = DEFAULT_SEQLEN,
-               device: str | None = None) -> dict[str, Any]:
-    """Load a model (folder, .gguf, hub id, `demo`) and measure its perplexity on a text file."""
-    from crbench.models import load_causal_lm
+               device: str | None = None, dtype: str = "auto") -> dict[str, Any]:
+    """Load a model (folder, .gguf, hub id, `demo`) and measure its perplexity on a text file,
+    computing in `dtype` ("auto": see crbench.dtype; the result says which)."""
+    from crbench.dtype import canonical, resolve_dtype, shape_of_folder
+    from crbench.models import default_device, load_causal_lm, resolve_model
 
+    try:
+        chosen = canonical(dtype)
+    except ValueError as exc:
+        raise InputError(None, str(exc), "--dtype") from None
     text = read_text(data)  # read first: a bad file fails before a model loads
-    model, tokenizer = load_causal_lm(model_name, device=device)
+    device = device or default_device()
+    if chosen == "auto":
+        shape = shape_of_folder(resolve_model(model_name))
+        chosen = canonical(resolve_dtype("auto", device, shape))
+    model, tokenizer = load_causal_lm(model_name, device=device, dtype=chosen)
     started = time.perf_counter()
     result = perplexity_of(model, tokenizer, text, seqlen, source=data)
     seconds = round(time.perf_counter() - started, 2)
-    result.update(model=str(model_name), data=str(data), seconds=seconds)
+    result.update(model=str(model_name), data=str(data), seconds=seconds, dtype=chosen)
     return result

@@ -15,6 +15,14 @@
   `Generation.reasoning`.
 - The API key is read from the environment variable `api_key_env` for each run; it is never
   stored on the engine or logged.
+- Budget forcing (`thinking_budget`, `min_thinking`; crbench/engines/budget.py) takes several
+  completions per prompt: each request is capped at the thinking tokens left, its text is
+  replayed token by token (local tokenizer) through the same control as the hf engine, and
+  where it asks for an edit the next request sends the prompt + the kept text + `</think>` and
+  the answer cue (or "Wait") to `/completions`. Chat prompts are rendered with the local
+  tokenizer's chat template for that, since chat endpoints cannot continue an assistant turn
+  everywhere (`transformers serve` cannot). `Generation.extra` says how many requests it took
+  and how many tokens the server generated in all (`server_tokens`, discarded ones included).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from crbench.engines.base import Generation, GenerationFailed, Prompt, SamplingParams
+from crbench.engines.budget import ThinkingControl, forcing_tokens
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +106,14 @@ class OpenAIEngine:
 
     def request_for(self, prompt: Prompt, params: SamplingParams) -> tuple[str, dict[str, Any]]:
         """(endpoint path, JSON body) for one prompt."""
-        body: dict[str, Any] = {
+        body = self.sampling_body(params)
+        if isinstance(prompt, str) and not self.chat:
+            return "/completions", {**body, "prompt": prompt}
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return "/chat/completions", {**body, "messages": messages}
+
+    def sampling_body(self, params: SamplingParams) -> dict[str, Any]:
+        return {
             "model": self.model,
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
@@ -105,10 +121,6 @@ class OpenAIEngine:
             "seed": params.seed,
             **self.extra_body,
         }
-        if isinstance(prompt, str) and not self.chat:
-            return "/completions", {**body, "prompt": prompt}
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return "/chat/completions", {**body, "messages": messages}
 
     def generate(
         self, prompts: list[Prompt], params: SamplingParams
@@ -129,8 +141,9 @@ class OpenAIEngine:
         pending: set[asyncio.Task] = set()
         try:
             gate = asyncio.Semaphore(self.concurrency)
+            one = self._one_forced if params.forces_thinking else self._one
             pending = {
-                loop.create_task(self._one(client, gate, i, prompt, params))
+                loop.create_task(one(client, gate, i, prompt, params))
                 for i, prompt in enumerate(prompts)
             }
             # The loop runs only inside run_until_complete: between yields, requests wait.
@@ -152,9 +165,17 @@ class OpenAIEngine:
         self, client: Any, gate: asyncio.Semaphore, index: int, prompt: Prompt,
         params: SamplingParams,
     ) -> tuple[int, Generation | GenerationFailed]:
+        path, body = self.request_for(prompt, params)
+        result = await self._post(client, gate, index, path, body, prompt)
+        return index, result
+
+    async def _post(
+        self, client: Any, gate: asyncio.Semaphore, index: int, path: str, body: dict[str, Any],
+        prompt: Prompt,
+    ) -> Generation | GenerationFailed:
+        """One request, retried as the module docstring says."""
         import httpx
 
-        path, body = self.request_for(prompt, params)
         first_try = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             async with gate:
@@ -167,18 +188,94 @@ class OpenAIEngine:
                     error = describe(exc)
                     wait_s = getattr(exc, "wait_s", None)
                 except httpx.HTTPStatusError as exc:  # not worth retrying: a request we got wrong
-                    return index, GenerationFailed(index, describe(exc), attempt)
+                    return GenerationFailed(index, describe(exc), attempt)
                 else:
                     generation.extra.update(attempts=attempt,
                                             total_s=time.perf_counter() - first_try)
-                    return index, generation
+                    return generation
             if attempt == self.max_attempts:
-                return index, GenerationFailed(index, error, attempt)
+                return GenerationFailed(index, error, attempt)
             delay = self.backoff_delay(attempt, wait_s)
             log.warning("prompt %d: attempt %d of %d failed (%s); retrying in %.1f s",
                         index, attempt, self.max_attempts, error, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _one_forced(
+        self, client: Any, gate: asyncio.Semaphore, index: int, prompt: Prompt,
+        params: SamplingParams,
+    ) -> tuple[int, Generation | GenerationFailed]:
+        """Budget forcing in completions: see the module docstring."""
+        tokenizer = self.tokenizer()
+        text_prompt = self.completion_text(prompt)
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else -1
+        control = ThinkingControl.start(params, forcing_tokens(tokenizer, params), [eos],
+                                        self.decode, text_prompt)
+        first = control.at_start()
+        tokens: list[int] = list(first.insert) if first else []
+        requests, server_tokens, prompt_tokens, wall_s = 0, 0, 0, 0.0
+        finish = "length"
+        while len(tokens) < params.max_new_tokens:
+            limit = self.stage_limit(control, tokens, params)
+            capped = limit < params.max_new_tokens - len(tokens)  # by the thinking budget
+            body = {**self.sampling_body(params), "max_tokens": limit,
+                    "prompt": text_prompt + self.decode(tokens)}
+            stage = await self._post(client, gate, index, "/completions", body, text_prompt)
+            if isinstance(stage, GenerationFailed):
+                return index, stage
+            requests += 1
+            server_tokens += stage.completion_tokens
+            prompt_tokens = prompt_tokens or stage.prompt_tokens
+            wall_s += stage.wall_s
+            new = tokenizer(stage.text, add_special_tokens=False)["input_ids"]
+            if replay(control, tokens, new):
+                continue  # edited: ask again from the edited text
+            if stage.finish_reason == "stop":  # the model ended it: min_thinking may say "Wait"
+                tokens.append(eos)
+                if replay(control, tokens, []):
+                    continue
+                tokens.pop()
+                finish = "stop"
+                break
+            if capped and control.thinking:  # the server spent the budget, by its own count
+                edit = control.force_close(tokens)
+                tokens.extend(edit.insert if edit is not None else [])
+                continue
+            if not new:
+                break
+        return index, Generation(
+            text=tokenizer.decode(tokens, skip_special_tokens=True),
+            prompt_tokens=prompt_tokens, completion_tokens=len(tokens),
+            finish_reason=finish, wall_s=wall_s, token_ids=tokens,
+            extra={"thinking": control.record(), "requests": requests,
+                   "server_tokens": server_tokens, "usage": "local tokenizer (budget forcing)"},
+        )
+
+    @staticmethod
+    def stage_limit(control: ThinkingControl, tokens: list[int], params: SamplingParams) -> int:
+        """max_tokens of the next request: what is left, and no more than the thinking budget
+        left while the thinking is open (or may still open)."""
+        room = params.max_new_tokens - len(tokens)
+        budget = params.thinking_budget
+        if budget is None or control.closed:
+            return room
+        return max(1, min(room, budget - control.count(tokens)))
+
+    def completion_text(self, prompt: Prompt) -> str:
+        """The prompt as completion text: strings as they are (unless `chat`), messages through
+        the local chat template (assistant turn opened), without a BOS the server adds again."""
+        if isinstance(prompt, str) and not self.chat:
+            return prompt
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        tokenizer = self.tokenizer()
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=False)
+        bos = tokenizer.bos_token
+        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+        return text.removeprefix(bos) if adds_bos and bos else text
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer().decode(ids, skip_special_tokens=False)
 
     def backoff_delay(self, attempt: int, wait_s: float | None) -> float:
         """Full jitter over an exponentially growing window; a server's Retry-After wins."""
@@ -219,6 +316,21 @@ class OpenAIEngine:
             reasoning=reasoning,
             extra=extra,
         )
+
+
+def replay(control: ThinkingControl, tokens: list[int], new: list[int]) -> bool:
+    """Feed a request's tokens through the control, as if sampled one by one; at its first edit
+    apply it (the rest of the request is dropped) and say True. With no `new` tokens, the last
+    token of `tokens` is the one checked."""
+    for token in new or [None]:
+        if token is not None:
+            tokens.append(token)
+        edit = control.step(tokens)
+        if edit is not None:
+            del tokens[len(tokens) - edit.drop:]
+            tokens.extend(edit.insert)
+            return True
+    return False
 
 
 def checked_json(response: Any) -> dict[str, Any]:
