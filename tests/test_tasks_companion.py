@@ -136,12 +136,14 @@ def test_gpqa_jsonl_conversions(tmp_path):
     # A conversion that lists its own options keeps their order.
     listed = [{"question": "Which is a noble gas?", "choices": ["N2", "Ar", "O2", "Cl2"],
                "answer": "B"},
-              {"question": "2 + 2?", "options": ["3", "5", "6", "4"], "answer": 3}]
+              {"question": "2 + 2?", "options": ["3", "5", "6", "4"], "answer": 3},
+              {"question": "3 + 3?", "A": "6", "B": "9", "C": "3", "D": "0", "answer": "A"}]
     items = gpqa_diamond.load(write_jsonl(tmp_path / "listed.jsonl", listed))
-    assert [i.reference for i in items] == ["B", "D"]
+    assert [i.reference for i in items] == ["B", "D", "A"]
     assert items[0].fields["options"] == {"A": "N2", "B": "Ar", "C": "O2", "D": "Cl2"}
     assert items[0].fields["permutation"] == [1, 0, 2, 3]
     assert items[1].fields["permutation"] == [1, 2, 3, 0]
+    assert items[2].fields["options"] == {"A": "6", "B": "9", "C": "3", "D": "0"}
 
 
 def test_aime25_opencompass_and_plain_rows():
@@ -230,9 +232,8 @@ BAD_ROWS = [
      "row 0: field 'answer'"),
     (gpqa_diamond, [{"Question": "Q?", "Correct Answer": "x", "Incorrect Answer 1": "y",
                      "Incorrect Answer 2": "z"}], "row 0: missing field 'incorrect answer 3'"),
-    (gpqa_diamond, [{"Question": "Q?", "Correct Answer": "x ", "Incorrect Answer 1": "x",
-                     "Incorrect Answer 2": "y", "Incorrect Answer 3": "z"}],
-     "row 0: two options have the same text"),
+    (gpqa_diamond, [{"question": "Q?", "A": "1", "B": "2", "C": " ", "D": "4", "answer": "A"}],
+     "row 0: field 'c' is empty"),
 ]
 
 

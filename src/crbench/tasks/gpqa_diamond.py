@@ -5,7 +5,8 @@ in), or a local file: the official CSV (`gpqa_diamond.csv`: columns `Question`,
 `Correct Answer`, `Incorrect Answer 1` to `3`, `Record ID` and 70-odd others), or the common
 JSON / JSONL / parquet conversions: the same columns (any case, spaces or underscores:
 `correct_answer`, `incorrect_answer_1`), or `question` with a list of four `choices` (or
-`options`) and `answer`, a letter or a 0-based index, in which case their order is kept.
+`options`, or columns `A` to `D` as OpenCompass has them) and `answer`, a letter or a 0-based
+index, in which case their order is kept (the converter shuffled them already).
 Fields may carry trailing spaces and newlines; they are stripped.
 
 Options: the correct answer and the three incorrect ones are put in an order drawn for each
@@ -77,11 +78,12 @@ def _item(path: str | Path | None, row: dict, index: int, shuffle_seed: int) -> 
     item_id = str(raw_id).strip() if raw_id not in (None, "") else str(index)
     if "choices" in columns or "options" in columns:
         answers, order = _listed_choices(path, columns, index)
+    elif all(letter.casefold() in columns for letter in LETTERS):  # opencompass: A, B, C, D
+        columns["choices"] = [_text(path, columns, k.casefold(), index) for k in LETTERS]
+        answers, order = _listed_choices(path, columns, index)
     else:
         answers = [_text(path, columns, name, index) for name in ANSWER_COLUMNS]
         order = permutation(shuffle_seed, item_id if raw_id not in (None, "") else question)
-    if len({a.casefold() for a in answers}) < len(answers):
-        raise InputError(path or "hub", "two options have the same text", row_place(index))
     options = {LETTERS[k]: answers[source] for k, source in enumerate(order)}
     fields = {"question": question, "options": options, "permutation": order,
               "shuffle_seed": shuffle_seed}
