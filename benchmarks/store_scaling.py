@@ -23,35 +23,33 @@ import time
 from pathlib import Path
 
 from crbench import store
+from crbench.records import GenerationRecord, ScoreRecord, StoredGeneration
 
 OUTPUT = "Let me think step by step. " * 38  # about 1 KB
 
 
-def row(i: int) -> dict:
+def row(i: int) -> GenerationRecord:
     key = hashlib.sha256(str(i).encode()).hexdigest()
-    return {
-        "key": key, "variant": f"v{i % 7}", "base_model": "m", "engine": "hf",
-        "task": f"t{i % 4}", "task_name": "aime24", "task_options": "{}",
-        "item_index": i, "item_id": str(i), "repeat": i % 3, "seed": i % 3,
-        "sampling": '{"temperature": 0.0}', "prompt": "Problem text <think>\n", "output": OUTPUT,
-        "reasoning": None, "prompt_tokens": 80, "completion_tokens": 256, "thinking_tokens": 200,
-        "answer_tokens": 56, "finish_reason": "length", "truncated": 1, "wall_s": 1.0,
-        "created_at": store.now(),
-    }
+    return GenerationRecord(
+        key=key, variant=f"v{i % 7}", base_model="m", engine="hf", task=f"t{i % 4}",
+        task_id="aime24", task_options="{}", item_index=i, item_id=str(i), repeat=i % 3,
+        seed=i % 3, sampling='{"temperature": 0.0}', prompt="Problem text <think>\n",
+        output=OUTPUT, reasoning=None, prompt_tokens=80, completion_tokens=256,
+        thinking_tokens=200, answer_tokens=56, finish_reason="length", truncated=True,
+        wall_s=1.0, created_at=store.now(),
+    )
 
 
-SCORE = {"extracted": "12", "correct": False, "no_answer": False, "truncated": True,
-         "rule": "boxed-truncated-tail"}
+def score(key: str) -> ScoreRecord:
+    return ScoreRecord(key, extracted="12", correct=False, no_answer=False, truncated=True,
+                       rule="boxed-truncated-tail")
 
 
 def fill(conn: store.Store, n: int) -> None:
     """Bulk-load n rows (fast path, many per transaction): only the setup, not timed."""
     for start in range(0, n, 10_000):
-        with store.transaction(conn):
-            rows = [row(i) for i in range(start, min(n, start + 10_000))]
-            conn.executemany(store.insert_sql("generations", store.GENERATION_COLUMNS), rows)
-            conn.executemany(store.insert_sql("scores", store.SCORE_COLUMNS),
-                             [store.score_row(r["key"], SCORE) for r in rows])
+        rows = [row(i) for i in range(start, min(n, start + 10_000))]
+        store.insert_generations(conn, (StoredGeneration(r, score(r.key)) for r in rows))
 
 
 def measure(n: int, timed: int, root: Path) -> dict[str, float]:
@@ -62,11 +60,11 @@ def measure(n: int, timed: int, root: Path) -> dict[str, float]:
     new = [row(n + i) for i in range(timed)]
     started = time.perf_counter()
     for r in new:
-        store.insert_generation(conn, r, SCORE)
+        store.insert_generation(conn, r, score(r.key))
     insert_s = (time.perf_counter() - started) / timed
     # Checks over keys spread across the store, half of them absent.
-    keys = [row(i)["key"] for i in range(0, n, max(1, n // timed))][:timed]
-    keys += [row(n + timed + i)["key"] for i in range(len(keys))]
+    keys = [row(i).key for i in range(0, n, max(1, n // timed))][:timed]
+    keys += [row(n + timed + i).key for i in range(len(keys))]
     recheck_s = per_key(lambda: store.stored_keys(conn, keys), len(keys))
     start_s = per_key(lambda: store.stored_scores(conn, keys), len(keys))
     assert len(store.stored_keys(conn, keys)) == len(keys) // 2
