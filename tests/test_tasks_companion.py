@@ -325,6 +325,17 @@ def test_gold_scores_all_and_other_answers_score_zero(task):
     assert wrong == []
 
 
+def test_gpqa_option_text_that_starts_like_a_letter():
+    item = Item(0, "x", {"question": "Which fly?", "options": {
+        "A": "Apis mellifera", "B": "Musca domestica", "C": "Aedes aegypti",
+        "D": "D. melanogaster"}, "permutation": [1, 2, 3, 0], "shuffle_seed": 0}, "D")
+    assert gpqa_diamond.score(item, "</think>\nAnswer: D. melanogaster").extracted == "D"
+    other = Item(0, "x", {**item.fields, "options": {**item.fields["options"],
+                                                     "A": "D. melanogaster", "D": "Apis"}}, "A")
+    assert gpqa_diamond.score(other, "</think>\nAnswer: D. melanogaster").extracted == "A"
+    assert gpqa_diamond.score(other, "</think>\nAnswer: D. It is the fruit fly").extracted == "D"
+
+
 def test_math_verify_scores_in_a_worker_thread():
     """math-verify's timeout is a SIGALRM handler (main thread only); off the main thread the
     comparison must still run rather than fail into "wrong"."""

@@ -184,16 +184,16 @@ def _letter(match: re.Match) -> str:
 
 
 def parse_choice(candidate: str, options: dict[str, str]) -> str | None:
-    """The option an answer statement states: a leading letter, the whole text of an option,
-    else the first letter named in it."""
+    """The option an answer statement states: the whole text of an option ("D. melanogaster"
+    is an option, not the letter D), a leading letter, else the first letter named in it."""
     text = clean(candidate)
-    leading = _LEADING.match(text)
-    if leading and (leading.group(1) or leading.group(2) or "").isupper():
-        return _letter(leading)
     stated = _plain(text)
     named = [letter for letter, option in options.items() if _plain(option) == stated]
     if len(named) == 1:
         return named[0]
+    leading = _LEADING.match(text)
+    if leading and (leading.group(1) or leading.group(2) or "").isupper():
+        return _letter(leading)
     mention = _MENTION.search(text)
     return _letter(mention) if mention else None
 
