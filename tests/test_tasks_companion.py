@@ -442,6 +442,32 @@ def test_load_gives_items_or_one_input_error(task, tmp_path_factory):
     check()
 
 
+CSV_PIECES = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+              "Incorrect Answer 3", "Record ID", ",", '"', '""', "\r\n", "\n", "x", " ", "\x00",
+              "\u00e9"]
+
+
+def test_gpqa_csv_of_any_text_gives_items_or_one_input_error(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("csv")
+    header = ",".join(['"Question"', '"Correct Answer"', '"Incorrect Answer 1"',
+                       '"Incorrect Answer 2"', '"Incorrect Answer 3"', '"Record ID"']) + "\r\n"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(body=st.lists(st.sampled_from(CSV_PIECES), max_size=60).map("".join),
+           with_header=st.booleans())
+    def check(body: str, with_header: bool) -> None:
+        path = folder / "g.csv"
+        path.write_text((header if with_header else "") + body, encoding="utf-8")
+        try:
+            items = gpqa_diamond.load(path)
+        except InputError as exc:
+            assert exc.path == str(path)
+            return
+        assert all(set(i.fields["options"]) == set("ABCD") for i in items)
+
+    check()
+
+
 # --- reference_text for every task ------------------------------------------------------------
 
 
