@@ -41,13 +41,11 @@ from crbench.records import (
 from crbench.store_schema import (
     FAILURE_COLUMNS,
     GENERATION_COLUMNS,
-    PLAN_COLUMNS,
     SCHEMA_VERSION,
     SCORE_COLUMNS,
     VARIANT_COLUMNS,
     create_or_migrate,
     failure_values,
-    generation_from_row,
     generation_values,
     score_values,
     stored_version,
@@ -221,7 +219,6 @@ def insert_generation(conn: Store, generation: GenerationRecord, score: ScoreRec
                       ) -> bool:
     """Store one generation and its score in one transaction. False if the key was stored
     already (by an earlier run or another process): the stored row is kept as it was."""
-    generation, score = _legacy_generation(generation, score)
     values = generation_values(generation, now())
     with transaction(conn):
         inserted = conn.execute(insert_sql("generations", GENERATION_COLUMNS),
@@ -253,12 +250,11 @@ def replace_scores(conn: Store, scores: Iterable[ScoreRecord]) -> None:
     """Rescoring: scores are derived data, so they (and only they) are replaced."""
     with transaction(conn):
         conn.executemany(insert_sql("scores", SCORE_COLUMNS, "INSERT OR REPLACE"),
-                         (score_values(_legacy_score(score)) for score in scores))
+                         (score_values(score) for score in scores))
 
 
-def record_failure(conn: Store, failure: FailureRecord | None = None, **legacy: object) -> None:
+def record_failure(conn: Store, failure: FailureRecord) -> None:
     """A generation that failed after all its retries (one row per attempt of a run)."""
-    failure = failure if failure is not None else FailureRecord(**legacy)  # type: ignore[arg-type]
     with transaction(conn):
         conn.execute(insert_sql("failures", FAILURE_COLUMNS, "INSERT"),
                      failure_values(failure, now()))
@@ -268,8 +264,6 @@ def put_variant(conn: Store, variant: VariantRecord) -> None:
     """Describe a variant label. Metadata, not results: the latest spec's description wins
     (its generations keep their own full identity in their keys). A stored ppl is kept when
     the new description has none."""
-    if isinstance(variant, dict):  # TRANSITIONAL, see _legacy_generation
-        variant = VariantRecord(**variant)
     updates = ", ".join(f"{c} = excluded.{c}" for c in VARIANT_COLUMNS[1:] if c != "ppl")
     with transaction(conn):
         conn.execute(
@@ -284,8 +278,6 @@ def set_plan(conn: Store, rows: Iterable[PlanRow]) -> None:
     """Replace the plan: the (key, variant, task, item_index, repeat) the latest run asks for."""
     with transaction(conn):
         conn.execute("DELETE FROM plan")
-        rows = (tuple(r[c] for c in PLAN_COLUMNS) if isinstance(r, dict) else r  # TRANSITIONAL
-                for r in rows)
         conn.executemany("INSERT OR IGNORE INTO plan (key, variant, task, item_index, repeat) "
                          "VALUES (?, ?, ?, ?, ?)", rows)
 
@@ -300,31 +292,6 @@ def get_meta(conn: Store, name: str) -> str | None:
     with guarded(conn):
         row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
     return str(row[0]) if row else None
-
-
-def _legacy_generation(generation: GenerationRecord, score: ScoreRecord | None
-                       ) -> tuple[GenerationRecord, ScoreRecord | None]:
-    """TRANSITIONAL: the runner of commit 72b1cdb passes dicts (task_name, Score.to_dict());
-    accepted until it passes records (issue 11, runner split). Remove with it."""
-    if isinstance(generation, dict):
-        generation = generation_from_row({"reasoning": None, **generation})
-    if isinstance(score, dict):
-        score = _legacy_score((generation.key, score))
-    return generation, score
-
-
-def _legacy_score(score: ScoreRecord | tuple[str, dict[str, object]] | dict[str, object]
-                  ) -> ScoreRecord:
-    """TRANSITIONAL (see _legacy_generation): (key, Score dict) pairs of the old rescoring."""
-    if isinstance(score, ScoreRecord):
-        return score
-    key, values = score if isinstance(score, tuple) else (str(score["key"]), score)
-    fields = {name: values.get(name) for name in SCORE_COLUMNS if name != "key"}
-    fields["rule"] = str(fields["rule"] or "none")
-    fields["details"] = fields["details"] or {}
-    for flag in ("correct", "no_answer", "truncated"):
-        fields[flag] = bool(fields[flag])
-    return ScoreRecord(key=key, **fields)  # type: ignore[arg-type]
 
 
 # --- lookups (the runner's skip-checks) -----------------------------------------------------
