@@ -175,6 +175,34 @@ def test_aime25_hub_joins_both_papers_with_ids(monkeypatch):
     assert [i.index for i in items] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("task,hub", [
+    ("math500", ("HuggingFaceH4/MATH-500", "test", None)),
+    ("gsm8k", ("openai/gsm8k", "test", "main")),
+    ("gpqa_diamond", ("Idavidrein/gpqa", "train", "gpqa_diamond")),
+])
+def test_hub_rows_make_the_same_items_as_the_local_file(task, hub, monkeypatch):
+    """What `datasets` returns for the hub copy (stubbed offline with the fixture's rows; for
+    GPQA, empty cells as None and numeric columns as floats, as `datasets` types them)."""
+    from crbench.tasks import common
+
+    if task == "gpqa_diamond":
+        rows: list[dict] = [{k: (None if v == "" else v) for k, v in row.items()}
+                            for row in csv_rows()]
+        for row in rows:
+            row["Expert Validator Accuracy"] = 1.0
+    else:
+        rows = rows_of(DATA[task])
+    asked = []
+
+    def fake_hub_rows(repo: str, split: str, config: str | None = None) -> list[dict]:
+        asked.append((repo, split, config))
+        return rows
+
+    monkeypatch.setattr(common, "hub_rows", fake_hub_rows)
+    assert NEW_TASKS[task].load() == items_of(task)
+    assert asked == [hub]
+
+
 def test_gsm8k_reference_is_the_last_line_number():
     items = gsm8k.load(FIXTURES / "gsm8k_test.jsonl")
     assert [i.reference for i in items] == ["18", "1000", "-2", "0.25", "56", "14000"]
