@@ -340,3 +340,25 @@ def test_schema_columns_are_the_records_fields(tmp_path):
         assert tuple(columns) == tuple(f.name for f in dataclasses.fields(record))
     nullable = {r[1]: not r[3] for r in conn.execute("PRAGMA table_info(generations)")}
     assert nullable["reasoning"] and not nullable["output"]
+
+
+def test_the_report_and_export_agree_on_what_the_run_is(tmp_path):
+    """Both read through `read_run`: the same samples per cell, the same superseded rows."""
+    from crbench.report import load_results
+
+    run = v1_copy(tmp_path)  # holds rows of an earlier version of its spec
+    exported = [json.loads(line) for line in export_run(run).read_text().splitlines()]
+    results = load_results(run, n_boot=10)
+    by_export: dict[tuple[str, str], list[int]] = {}
+    for row in exported:
+        by_export.setdefault((row["variant"], row["task"]), []).append(row["correct"])
+    by_report = {cell: [int(s.correct) for s in stats.samples]
+                 for cell, stats in results.cells.items()}
+    assert {c: sorted(v) for c, v in by_report.items()} \
+        == {c: sorted(v) for c, v in by_export.items()}
+    assert sum(results.unscored.values()) == 0
+    everything = [json.loads(line) for line in
+                  export_run(run, include_superseded=True).read_text().splitlines()]
+    assert sum(r["superseded"] for r in everything) == results.superseded == 8
+    assert [r for r in everything if not r["superseded"]] == [
+        {**r, "superseded": False} for r in exported]
