@@ -7,8 +7,8 @@
 
 Names mean one thing everywhere: `task` is the task's *label* in the spec (e.g.
 "musique_open"), `task_id` its registry id (e.g. "musique"); `variant` is a variant's label.
-The store's tables are derived from these field lists (`crbench.store`), so a field added here
-is a column there, under a new `SCHEMA_VERSION` with its migration.
+The store's tables are derived from these field lists (`crbench.store_schema`), so a field
+added here is a column there, under a new `SCHEMA_VERSION` with its migration.
 """
 
 from __future__ import annotations
