@@ -121,7 +121,9 @@ def test_gpqa_shuffle_is_seeded_recorded_and_the_same_on_every_machine():
     assert [i.fields["permutation"] for i in reseeded] != [i.fields["permutation"] for i in items]
     assert all(i.fields["shuffle_seed"] == 1 for i in reseeded)
     score = gpqa_diamond.score(items[2], "</think>\nAnswer: D")
-    assert score.details == {"permutation": [3, 1, 2, 0], "shuffle_seed": 0}
+    assert score.details == {"permutation": [3, 1, 2, 0], "shuffle_seed": 0,
+                             "domain": "Physics", "subdomain": "Astrophysics"}
+    assert gpqa_diamond.BREAKDOWN == ("domain", "subdomain")
 
 
 def test_gpqa_jsonl_conversions(tmp_path):
@@ -131,7 +133,8 @@ def test_gpqa_jsonl_conversions(tmp_path):
     assert gpqa_diamond.load(same) == from_csv
     snake = [{"question": r["Question"], "correct_answer": r["Correct Answer"],
               **{f"incorrect_answer_{k}": r[f"Incorrect Answer {k}"] for k in (1, 2, 3)},
-              "record_id": r["Record ID"]} for r in csv_rows()]
+              "record_id": r["Record ID"], "high_level_domain": r["High-level domain"],
+              "subdomain": r["Subdomain"]} for r in csv_rows()]
     assert gpqa_diamond.load(write_jsonl(tmp_path / "snake.jsonl", snake)) == from_csv
     # A conversion that lists its own options keeps their order.
     listed = [{"question": "Which is a noble gas?", "choices": ["N2", "Ar", "O2", "Cl2"],
@@ -396,6 +399,7 @@ def test_math500_details_carry_subject_and_level():
     item = items_of("math500")[3]
     got = math500.score(item, "</think>\\boxed{[-2,7]}")
     assert got.details == {"subject": "Algebra", "level": 3}
+    assert math500.BREAKDOWN == ("subject", "level")
 
 
 def test_musique_cover_em_sees_an_answer_written_as_a_sentence():

@@ -13,7 +13,17 @@ A task is one module (see `crbench/tasks/aime24.py`) exposing:
     score(item: Item, output: str, *, hit_limit: bool = False) -> Score
         Never raises on any text. `hit_limit` is True when the engine stopped at max tokens.
 
-and is listed in `crbench.tasks.TASKS`.
+and optionally:
+
+    reference_text(item: Item) -> str
+        The gold answer as `score` compares it (the integer, the label, the option letter after
+        shuffling, the expression); per-item records carry it as `reference`. Read it through
+        `crbench.tasks.reference_text(module, item)`, which also covers generated families.
+    BREAKDOWN: tuple[str, ...]
+        Item fields that `score` copies into `Score.details`, so accuracy can be broken down by
+        them from stored scores alone (math500: subject, level; gpqa_diamond: domain, subdomain).
+
+and is listed in `crbench.tasks.TASK_MODULES`.
 """
 
 from __future__ import annotations

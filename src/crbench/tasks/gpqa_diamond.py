@@ -13,7 +13,9 @@ Options: the correct answer and the three incorrect ones are put in an order dra
 item from `shuffle_seed` (a task option, default 0) and the item's `Record ID` (else its
 question), with Python's `random.Random` seeded by a string (hashed with SHA-512, the same on
 every machine). The order is recorded in `fields["permutation"]` (the source answer shown at
-A, B, C, D; 0 is the correct one) and in each score's `details`.
+A, B, C, D; 0 is the correct one) and in each score's `details`, with the question's
+`High-level domain` and `Subdomain` (as `domain` and `subdomain`, None when absent): the
+fields accuracy can be broken down by (`BREAKDOWN`).
 Scoring: the final option letter ("Answer: C", "(C)", `\\boxed{C}`, "the answer is C", or the
 text of an option stated instead of its letter).
 """
@@ -51,6 +53,10 @@ PROMPT = (
 )
 DIRECT = "{question}\n\n{options}\n\nReply with just the letter of the correct option."
 OPTION = "({letter}) {text}"
+# Item fields copied into every score's details: the shuffle (to re-derive the letters) and the
+# fields accuracy can be broken down by (`BREAKDOWN`), readable from stored scores alone.
+BREAKDOWN = ("domain", "subdomain")
+RECORDED = ("permutation", "shuffle_seed", *BREAKDOWN)
 
 
 def load(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0,
@@ -86,13 +92,21 @@ def _item(path: str | Path | None, row: dict, index: int, shuffle_seed: int) -> 
         order = permutation(shuffle_seed, item_id if raw_id not in (None, "") else question)
     options = {LETTERS[k]: answers[source] for k, source in enumerate(order)}
     fields = {"question": question, "options": options, "permutation": order,
-              "shuffle_seed": shuffle_seed}
+              "shuffle_seed": shuffle_seed, "domain": _optional(columns, "high level domain"),
+              "subdomain": _optional(columns, "subdomain")}
     return Item(index, item_id, fields, LETTERS[order.index(0)])
 
 
+def _optional(columns: dict, name: str) -> str | None:
+    """A descriptive column (domain, subdomain) when the file has it as text."""
+    value = columns.get(name)
+    return value.strip() or None if isinstance(value, str) else None
+
+
 def _column(name: str) -> str:
-    """A column name written one way: "Correct Answer", "correct_answer" -> "correct answer"."""
-    return " ".join(name.replace("_", " ").split()).casefold()
+    """A column name written one way: "Correct Answer", "correct_answer" -> "correct answer",
+    "High-level domain" -> "high level domain"."""
+    return " ".join(name.replace("_", " ").replace("-", " ").split()).casefold()
 
 
 def _text(path: str | Path | None, columns: dict, name: str, index: int) -> str:
@@ -162,8 +176,7 @@ def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     options = item.fields.get("options") or {}
     found = extract(output, lambda text: parse_choice(text, options),
                     lambda text: last_choice(text), hit_limit=hit_limit)
-    details = {"permutation": item.fields.get("permutation"),
-               "shuffle_seed": item.fields.get("shuffle_seed")}
+    details = {name: item.fields.get(name) for name in RECORDED}
     return score_from(found, found.value == item.reference, details=details)
 
 

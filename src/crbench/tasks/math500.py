@@ -39,6 +39,9 @@ from crbench.tasks.common import (
 NAME = "math500"
 HUB = ("HuggingFaceH4/MATH-500", "test")
 MAX_ANSWER_CHARS = 500  # a longer "answer" is prose, not an expression (and bounds sympy's work)
+# Item fields copied into every score's details, so accuracy can be broken down by them from
+# the stored scores alone (a report reads `BREAKDOWN` and groups by `details[name]`).
+BREAKDOWN = ("subject", "level")
 TIMEOUT_S = 5  # math-verify's own limit per parse / comparison (main thread only: SIGALRM)
 
 PROMPT = (
@@ -99,7 +102,7 @@ def reference_text(item: Item) -> str:
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     found = extract(output, parse_expression, hit_limit=hit_limit)
     correct = found.value is not None and is_equivalent(str(item.reference), found.value)
-    details = {"subject": item.fields.get("subject"), "level": item.fields.get("level")}
+    details = {name: item.fields.get(name) for name in BREAKDOWN}
     return score_from(found, correct, details=details)
 
 
