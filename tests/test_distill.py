@@ -177,3 +177,36 @@ def test_shipped_tiny_reasoner_matches_manifest_and_thinks_first():
         assert text.startswith("<think>") and split_thinking(text).closed, text
         score = task.score(item, text)
         assert not score.no_answer and score.rule.endswith("after-think"), (text, score)
+
+
+def test_run_store_gives_traces_picked_correct_shortest_or_all(tmp_path: Path):
+    from crbench.distill_data import run_pairs
+    from crbench.records import GenerationRecord, ScoreRecord
+    from crbench.store import connect, insert_generation
+
+    item = synth_arith.generate(2, 1, 0)
+    chat = json.dumps(synth_arith.prompt(item[0], "chat"))
+    outputs = [  # (item, output, tokens, correct)
+        (0, synth_arith.trace(item[0]), 30, True),
+        (0, "<think>\nLonger working.\n" + synth_arith.trace(item[0])[8:], 40, True),
+        (0, "<think>\nno\n</think>\n\\boxed{0}", 10, False),
+        (1, "<think>\nno\n</think>\n\\boxed{0}", 10, False),
+    ]
+    conn = connect(tmp_path)
+    for i, (index, text, tokens, correct) in enumerate(outputs):
+        key = f"k{i}"
+        generation = GenerationRecord(
+            key=key, variant="teacher", base_model="teacher", engine="hf", task="arith",
+            task_id="synth_arith", task_options="{}", item_index=index, item_id=str(index),
+            repeat=i, seed=0, sampling="{}", prompt=chat, output=text, reasoning=None,
+            prompt_tokens=90, completion_tokens=tokens, thinking_tokens=tokens - 5,
+            answer_tokens=5, finish_reason="stop", truncated=False, wall_s=0.1)
+        score = ScoreRecord(key=key, extracted=None, correct=correct, no_answer=False,
+                            truncated=False, rule="boxed-after-think")
+        insert_generation(conn, generation, score)
+    conn.close()
+    assert len(run_pairs(tmp_path, "all")) == 4
+    assert len(run_pairs(tmp_path, "correct")) == 2
+    (shortest,) = run_pairs(tmp_path, "shortest-correct")
+    assert shortest.completion == synth_arith.trace(item[0])
+    assert shortest.prompt == synth_arith.prompt(item[0], "chat")  # messages, not JSON text
