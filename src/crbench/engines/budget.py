@@ -6,9 +6,10 @@ open, `</think>` and the answer cue are appended and the model goes on to answer
 before M thinking tokens is taken out and replaced by "Wait", and the model goes on thinking.
 
 Thinking is open from the start of the completion when the prompt ends inside a thinking
-block (prefilled with `<think>`), else from the token that completes a `<think>` the model writes itself. Thinking
-tokens are the generated (or inserted) tokens after that point and before the tokens that
-spell `</think>`; `</think>` may be one special token (R1-style tokenizers) or several.
+block (prefilled with `<think>`), else from the token that completes a `<think>` the model
+writes itself. Thinking tokens are the generated (or inserted) tokens after that point and
+before the tokens that spell `</think>` (one special token in R1-style tokenizers, or
+several).
 
 `ThinkingControl` watches one sequence token by token: the engine appends each sampled token and
 calls `step`, which answers None (go on) or an `Edit`: drop the last `drop` tokens, then feed
@@ -172,3 +173,31 @@ class ThinkingControl:
             return None
         self.inserted.append((len(tokens) - drop, len(self.forced.close)))
         return Edit(drop, list(self.forced.close))
+
+
+# --- engines that generate in requests (vLLM, servers) ----------------------------------------
+
+
+def stage_limit(control: ThinkingControl, tokens: list[int], params: SamplingParams) -> int:
+    """max_tokens of the next request: what is left of max_new_tokens, and no more than the
+    thinking budget left while the thinking is open (or may still open)."""
+    room = params.max_new_tokens - len(tokens)
+    budget = params.thinking_budget
+    if budget is None or control.closed:
+        return room
+    return max(1, min(room, budget - control.count(tokens)))
+
+
+def replay(control: ThinkingControl, tokens: list[int], new: list[int]) -> bool:
+    """Feed a request's tokens through the control, as if sampled one by one; at its first edit
+    apply it (the rest of the request is dropped) and say True. With no `new` tokens, the last
+    token of `tokens` is the one checked."""
+    for token in new or [None]:
+        if token is not None:
+            tokens.append(token)
+        edit = control.step(tokens)
+        if edit is not None:
+            del tokens[len(tokens) - edit.drop:]
+            tokens.extend(edit.insert)
+            return True
+    return False

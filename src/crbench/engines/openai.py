@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from crbench.engines.base import Generation, GenerationFailed, Prompt, SamplingParams
-from crbench.engines.budget import ThinkingControl, forcing_tokens
+from crbench.engines.budget import ThinkingControl, forcing_tokens, replay, stage_limit
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class OpenAIEngine:
         requests, server_tokens, prompt_tokens, wall_s = 0, 0, 0, 0.0
         finish = "length"
         while len(tokens) < params.max_new_tokens:
-            limit = self.stage_limit(control, tokens, params)
+            limit = stage_limit(control, tokens, params)
             capped = limit < params.max_new_tokens - len(tokens)  # by the thinking budget
             body = {**self.sampling_body(params), "max_tokens": limit,
                     "prompt": text_prompt + self.decode(tokens)}
@@ -250,16 +250,6 @@ class OpenAIEngine:
             extra={"thinking": control.record(), "requests": requests,
                    "server_tokens": server_tokens, "usage": "local tokenizer (budget forcing)"},
         )
-
-    @staticmethod
-    def stage_limit(control: ThinkingControl, tokens: list[int], params: SamplingParams) -> int:
-        """max_tokens of the next request: what is left, and no more than the thinking budget
-        left while the thinking is open (or may still open)."""
-        room = params.max_new_tokens - len(tokens)
-        budget = params.thinking_budget
-        if budget is None or control.closed:
-            return room
-        return max(1, min(room, budget - control.count(tokens)))
 
     def completion_text(self, prompt: Prompt) -> str:
         """The prompt as completion text: strings as they are (unless `chat`), messages through
@@ -316,21 +306,6 @@ class OpenAIEngine:
             reasoning=reasoning,
             extra=extra,
         )
-
-
-def replay(control: ThinkingControl, tokens: list[int], new: list[int]) -> bool:
-    """Feed a request's tokens through the control, as if sampled one by one; at its first edit
-    apply it (the rest of the request is dropped) and say True. With no `new` tokens, the last
-    token of `tokens` is the one checked."""
-    for token in new or [None]:
-        if token is not None:
-            tokens.append(token)
-        edit = control.step(tokens)
-        if edit is not None:
-            del tokens[len(tokens) - edit.drop:]
-            tokens.extend(edit.insert)
-            return True
-    return False
 
 
 def checked_json(response: Any) -> dict[str, Any]:

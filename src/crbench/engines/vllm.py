@@ -3,12 +3,24 @@
 vllm is imported only when this engine is built. Prompts are tokenized here, with the same
 chat-template rule as the hf engine, and sent as token ids, so both engines see the same
 tokens. Each prompt gets a seed of its own (see `prompts.prompt_seed`), so a sample does not
-depend on the batch. vLLM schedules the whole list at once; results are yielded after each
-chunk of `chunk_size` prompts.
+depend on the batch.
+
+Every prompt is submitted to vLLM's engine as its own request (`LLMEngine.add_request`, then
+`step` until none is left: the request-level API under `LLM.generate`), and each result is
+yielded the step it finishes, so the runner commits it at once: no chunk waits for its slowest
+member, and a preempted job loses only the requests still running. Outputs are those of
+`LLM.generate` with the same per-request seeds.
+
+Budget forcing (crbench/engines/budget.py) runs in stages: a request is capped at the thinking
+tokens left; when it finishes, its tokens are replayed through the same control as the hf
+engine's, and where that asks for an edit a follow-up request continues from the prompt + kept
+tokens + inserted tokens (token ids, so nothing is re-tokenized).
 
 `data_parallel_size` > 1 starts that many worker processes, each with its own `LLM` on its own
-`tensor_parallel_size` GPUs, and deals the chunks out to them (independent replicas: right for
-dense models; vLLM's own coordinated data parallelism matters for mixture-of-experts models).
+`tensor_parallel_size` GPUs (independent replicas: right for dense models; vLLM's own
+coordinated data parallelism matters for mixture-of-experts models). Each gets `chunk_size`
+prompts at a time, the next chunk as soon as half of its current one is done, and sends each
+result back as it finishes.
 
 `n` > 1 asks vLLM for n samples of each prompt: the Generation is the first, and
 `extra["samples"]` holds the others as dicts (text, completion_tokens, finish_reason, token_ids).
@@ -17,12 +29,16 @@ dense models; vLLM's own coordinated data parallelism matters for mixture-of-exp
 from __future__ import annotations
 
 import os
-import time
+import queue
 from collections.abc import Iterator
 from typing import Any
 
 from crbench.engines.base import Generation, Prompt, SamplingParams
 from crbench.engines.prompts import encode_prompt, prompt_seed
+from crbench.engines.vllm_requests import RequestLoop
+
+__all__ = ["RequestLoop", "deal_out", "llm_arguments", "sampling_arguments", "serve",
+           "to_generation"]
 
 
 def llm_arguments(model: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
@@ -95,21 +111,6 @@ def to_generation(request_output: Any, wall_s: float) -> Generation:
     )
 
 
-def run_chunk(llm: Any, chunk: list[list[int]], sampling: list[dict[str, Any]]
-              ) -> list[Generation]:
-    """Generate one chunk of tokenized prompts with an `LLM`, in prompt order."""
-    from vllm import SamplingParams as VLLMSamplingParams
-
-    started = time.perf_counter()
-    outputs = llm.generate(
-        [{"prompt_token_ids": ids} for ids in chunk],
-        [VLLMSamplingParams(**s) for s in sampling],
-        use_tqdm=False,
-    )
-    wall = (time.perf_counter() - started) / max(1, len(chunk))
-    return [to_generation(o, wall) for o in outputs]
-
-
 class VLLMEngine:
     name = "vllm"
 
@@ -132,14 +133,15 @@ class VLLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(
             path, trust_remote_code=bool(llm_options.get("trust_remote_code")))
         self.data_parallel_size = data_parallel_size
-        self.llm = None
+        self.llm: Any = None
         self.workers: list[Any] = []
         if data_parallel_size == 1:
             from vllm import LLM
 
             self.llm = LLM(**self.llm_args)
         else:
-            self.workers = start_workers(self.llm_args, data_parallel_size, tensor_parallel_size)
+            self.workers = start_workers(self.llm_args, data_parallel_size, tensor_parallel_size,
+                                         n, stop)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -147,18 +149,13 @@ class VLLMEngine:
     def generate(self, prompts: list[Prompt], params: SamplingParams
                  ) -> Iterator[tuple[int, Generation]]:
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        sampling = [sampling_arguments(params, ids, n=self.n, stop=self.stop) for ids in encoded]
-        starts = range(0, len(prompts), self.chunk_size)
         if self.llm is not None:
-            for start in starts:
-                end = start + self.chunk_size
-                for offset, gen in enumerate(run_chunk(self.llm, encoded[start:end],
-                                                       sampling[start:end])):
-                    yield start + offset, gen
+            loop = RequestLoop(self.llm.llm_engine, self.tokenizer, n=self.n, stop=self.stop)
+            yield from loop.run(list(enumerate(encoded)), params)
             return
-        yield from deal_out(self.workers, [(start, encoded[start:start + self.chunk_size],
-                                            sampling[start:start + self.chunk_size])
-                                           for start in starts])
+        jobs = [(start, encoded[start:start + self.chunk_size])
+                for start in range(0, len(encoded), self.chunk_size)]
+        yield from deal_out(self.workers, jobs, params, self.chunk_size)
 
     def close(self) -> None:
         for inbox, _, process in self.workers:
@@ -171,20 +168,44 @@ class VLLMEngine:
 # --- data parallelism: one process per replica ------------------------------------------------
 
 
-def worker(rank: int, gpus: str, llm_args: dict[str, Any], inbox: Any, outbox: Any) -> None:
+def worker(rank: int, gpus: str, llm_args: dict[str, Any], n: int, stop: list[str] | None,
+           inbox: Any, outbox: Any) -> None:
+    """One replica: takes (start, prompt ids, params) jobs, or None to stop once idle; sends
+    (rank, index, Generation, None) per finished prompt, or (rank, None, None, error)."""
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    from transformers import AutoTokenizer
     from vllm import LLM
 
-    llm = LLM(**llm_args)
-    while (job := inbox.get()) is not None:
-        start, chunk, sampling = job
+    try:
+        llm = LLM(**llm_args)
+        tokenizer = AutoTokenizer.from_pretrained(
+            llm_args["model"], trust_remote_code=bool(llm_args.get("trust_remote_code")))
+        serve(RequestLoop(llm.llm_engine, tokenizer, n=n, stop=stop), rank, inbox, outbox)
+    except Exception as exc:  # reported to the parent, which raises it
+        outbox.put((rank, None, None, f"{type(exc).__name__}: {exc}"))
+
+
+def serve(loop: RequestLoop, rank: int, inbox: Any, outbox: Any) -> None:
+    """Submit each job's prompts as they arrive (no waiting for the running ones), step, and
+    send each result back as it finishes; stop at None once nothing is running."""
+    open_for_jobs = True
+    while open_for_jobs or loop.busy():
         try:
-            outbox.put((rank, start, run_chunk(llm, chunk, sampling), None))
-        except Exception as exc:  # reported to the parent, which raises it
-            outbox.put((rank, start, None, f"{type(exc).__name__}: {exc}"))
+            job = inbox.get(block=not loop.busy())
+        except queue.Empty:
+            job = ()
+        if job is None:
+            open_for_jobs = False
+        elif job:
+            start, chunk, params = job
+            for offset, ids in enumerate(chunk):
+                loop.submit(start + offset, ids, params)
+        for index, generation in loop.step():
+            outbox.put((rank, index, generation, None))
 
 
-def start_workers(llm_args: dict[str, Any], replicas: int, gpus_each: int) -> list[Any]:
+def start_workers(llm_args: dict[str, Any], replicas: int, gpus_each: int, n: int = 1,
+                  stop: list[str] | None = None) -> list[Any]:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -198,30 +219,36 @@ def start_workers(llm_args: dict[str, Any], replicas: int, gpus_each: int) -> li
     for rank in range(replicas):
         gpus = ",".join(devices[rank * gpus_each:(rank + 1) * gpus_each])
         inbox = context.Queue()
-        process = context.Process(target=worker, args=(rank, gpus, llm_args, inbox, outbox),
+        process = context.Process(target=worker,
+                                  args=(rank, gpus, llm_args, n, stop, inbox, outbox),
                                   daemon=True)
         process.start()
         workers.append((inbox, outbox, process))
     return workers
 
 
-def deal_out(workers: list[Any], jobs: list[tuple[int, list, list]]
-             ) -> Iterator[tuple[int, Generation]]:
-    """Give each idle replica the next chunk; yield each chunk's results as it comes back."""
+def deal_out(workers: list[Any], jobs: list[tuple[int, list[list[int]]]],
+             params: SamplingParams, chunk_size: int) -> Iterator[tuple[int, Generation]]:
+    """Give each replica a chunk, and its next chunk as soon as half of what it holds is done
+    (so its engine never runs dry); yield every result the moment a replica sends it."""
     outbox = workers[0][1]
     waiting = list(reversed(jobs))
-    busy = 0
-    for inbox, _, _ in workers:
-        if waiting:
-            inbox.put(waiting.pop())
-            busy += 1
-    while busy:
-        rank, start, generations, error = outbox.get()
-        busy -= 1
+    holding = [0] * len(workers)
+    left = sum(len(chunk) for _, chunk in jobs)
+
+    def feed(rank: int) -> None:
+        while waiting and holding[rank] <= chunk_size // 2:
+            start, chunk = waiting.pop()
+            workers[rank][0].put((start, chunk, params))
+            holding[rank] += len(chunk)
+
+    for rank in range(len(workers)):
+        feed(rank)
+    while left:
+        rank, index, generation, error = outbox.get()
         if error is not None:
             raise RuntimeError(f"vLLM replica {rank} failed: {error}")
-        if waiting:
-            workers[rank][0].put(waiting.pop())
-            busy += 1
-        for offset, gen in enumerate(generations):
-            yield start + offset, gen
+        holding[rank] -= 1
+        left -= 1
+        feed(rank)
+        yield index, generation
