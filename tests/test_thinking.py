@@ -191,6 +191,7 @@ def test_summaries_by_hand() -> None:
     assert first["dense"].overthinking == pytest.approx((8 / 16 + 3 / 5) / 2)
     assert first["dense"].positions == pytest.approx((8 / 16, 2 / 5))
     assert first["q3"].abandoned == 0 and first["q3"].stated == 1
+    assert first["dense"].abandoned_truncated == 0  # item 0 was not truncated
     hesitation = {r.variant: r for r in hesitation_rows(facts)}
     # dense: wait(1) in item 0; hmm, but, wait in item 1; but, wait, but in item 2 -> 7 markers
     assert hesitation["dense"].counts == {"wait": 3, "hmm": 1, "but": 3}
@@ -330,6 +331,7 @@ def test_report_section_matches_hand_computation(tmp_path: Path) -> None:
     assert float(first["dense"]["median_first_pct"]) == 75
     assert float(first["dense"]["overthinking_pct"]) == 25
     assert (first["dense"]["wrong"], first["dense"]["abandoned"]) == ("1", "1")
+    assert first["dense"]["abandoned_truncated"] == "0"
     assert float(first["dense"]["abandoned_pct_of_wrong"]) == 100
     assert first["dense"]["first_at_50_60pct"] == first["dense"]["first_at_90_100pct"] == "1"
     assert float(first["q3"]["states_answer_pct"]) == 50 and first["q3"]["abandoned"] == "0"

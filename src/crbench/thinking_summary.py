@@ -104,6 +104,7 @@ class FirstCorrectRow:
     stated: int  # traces that state the right answer somewhere
     wrong: int  # wrong final answers
     abandoned: int  # wrong final answers whose trace had stated the right one
+    abandoned_truncated: int  # of those, traces cut off by the token limit (or never closed)
     overthinking: float  # mean share of trace tokens after the first correct statement
     tokens_after: float  # mean tokens after it
     positions: tuple[float, ...]  # first correct position / trace length, per stating trace
@@ -226,6 +227,7 @@ def first_correct_rows(facts: Sequence[TraceFacts]) -> list[FirstCorrectRow]:
             variant, task, len(group), len(stating),
             wrong=sum(not f.trace.correct for f in group),
             abandoned=sum(f.abandoned for f in group),
+            abandoned_truncated=sum(f.abandoned and f.trace.truncated for f in group),
             overthinking=mean([s.overthinking_share for s in stating]),
             tokens_after=mean([float(s.after) for s in stating]),
             positions=tuple(s.token / s.trace_tokens if s.trace_tokens else 0.0

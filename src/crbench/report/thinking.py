@@ -144,6 +144,7 @@ def first_table(a: ThinkingAnalysis, r: ResultSet) -> Table:
         col("tokens after", "tokens_after", lambda x: x.tokens_after, num),
         col("wrong", "wrong", lambda x: x.wrong),
         col("abandoned", "abandoned", lambda x: x.abandoned),
+        col("of them truncated", "abandoned_truncated", lambda x: x.abandoned_truncated),
         col("abandoned % of wrong", "abandoned_pct_of_wrong", lambda x: x.abandoned_rate, pct,
             lambda v: (scaled(v),)),
         col(None, bins, lambda x: histogram(x.positions), str, lambda h: h),
@@ -151,7 +152,8 @@ def first_table(a: ThinkingAnalysis, r: ResultSet) -> Table:
     note = ("First correct: the first sentence or line of the trace that the task's scorer, "
             "reading it alone, takes for the reference answer; its position is in % of the "
             "trace's tokens. Overthinking: share of the trace after it (traces that state it). "
-            "Abandoned: wrong final answers whose trace had stated the right one. The CSV "
+            "Abandoned: wrong final answers whose trace had stated the right one (truncated: of "
+            "those, the ones the token limit cut off rather than finished). The CSV "
             "holds the histogram of first-correct positions in tenths of the trace.")
     return make_table("thinking_first_correct", "First correct answer and abandoned answers",
                       columns, rows, note)
