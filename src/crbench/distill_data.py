@@ -66,10 +66,10 @@ def parse_synthetic(text: str, count: int, level_counts: list[int] | None = None
             raise InputError(None, f"bad levels {levels!r} (want N or N-M)", "synthetic") from None
         if not span:
             raise InputError(None, f"empty level range {levels!r}", "synthetic")
-        levels = tuple(check_difficulty(d) for d in span)
+        chosen = tuple(check_difficulty(d) for d in span)
         counts = tuple(level_counts[d - 1] if level_counts and d <= len(level_counts) else count
-                       for d in levels)
-        out.append(FamilyLevels(f"synth_{task.removeprefix('synth_')}", levels, counts))
+                       for d in chosen)
+        out.append(FamilyLevels(f"synth_{task.removeprefix('synth_')}", chosen, counts))
     if not out:
         raise InputError(None, "no synthetic families given", "synthetic")
     return out
@@ -95,7 +95,7 @@ def synthetic_pairs(families: list[FamilyLevels], *, seed: int, style: str) -> l
 def jsonl_pairs(path: str | Path) -> list[TracePair]:
     """{"prompt", "completion"} rows of a JSONL file; any bad row is one InputError."""
     path = Path(path)
-    pairs = []
+    pairs: list[TracePair] = []
     for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue

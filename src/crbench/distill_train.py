@@ -88,7 +88,7 @@ def train(recipe: Any, pairs: list[TracePair], out: Path, *,  # Any: a DistillRe
         dataset_num_proc=None,
     )
 
-    class Progress(TrainerCallback):  # type: ignore[misc]  # transformers is untyped here
+    class Progress(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
                    **kwargs: Any) -> None:
             if logs and "loss" in logs:

@@ -129,7 +129,7 @@ def paragraph(rng: random.Random, relation: Relation, subject: str, obj: str,
 
 def choose_relations(rng: random.Random, hops: int) -> list[str]:
     """A path of `hops` relations, each starting where the last ended, none used twice in a row."""
-    kind, path = rng.choice(START_KINDS), []
+    kind, path = rng.choice(START_KINDS), list[str]()
     for _ in range(hops):
         options = [name for name, r in RELATIONS.items()
                    if r.subject == kind and (not path or name != path[-1])]
