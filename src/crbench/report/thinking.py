@@ -166,6 +166,8 @@ def draw_first(figs: Figures, a: ThinkingAnalysis) -> Plot | None:
     if not tasks:
         return None
     by_cell = {(x.variant, x.task): x for x in a.first}
+    from matplotlib.ticker import MaxNLocator
+
     with figs.style():
         fig, axes = figs.new(len(tasks) * len(names), width=2.2, height=1.2, nrows=len(names),
                              sharey=False)
@@ -177,6 +179,7 @@ def draw_first(figs: Figures, a: ThinkingAnalysis) -> Plot | None:
                 ax.bar([10 * k + 5 for k in range(BINS)], counts, width=9,
                        color=figs.colour[name])
                 ax.set_xlim(0, 100)
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
                 if i == 0:
                     ax.set_title(mpl_text(task.title))
                 if j == 0:
@@ -260,11 +263,14 @@ def draw_length(figs: Figures, a: ThinkingAnalysis) -> Plot | None:
     with figs.style():
         fig, axes = figs.new(1, width=4.2, height=3.2)
         ax = axes[0]
+        at: dict[tuple[float, float], list[str]] = {}  # variants on the same spot: one label
         for p in points:
-            ax.scatter(100 * p.growth, 100 * p.accuracy_change, color=figs.colour[p.variant],
-                       s=24, zorder=3)
-            ax.annotate(mpl_text(p.variant, 20), (100 * p.growth, 100 * p.accuracy_change),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+            x, y = 100 * p.growth, 100 * p.accuracy_change
+            ax.scatter(x, y, color=figs.colour[p.variant], s=24, zorder=3)
+            at.setdefault((round(x, 6), round(y, 6)), []).append(mpl_text(p.variant, 20))
+        for (x, y), names in at.items():
+            ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
         ax.axhline(0, color="black", lw=0.6)
         ax.axvline(0, color="black", lw=0.6)
         ax.set_xlabel("length growth vs parent (%)")
