@@ -295,7 +295,7 @@ def test_analyse_a_stored_run(tmp_path: Path) -> None:
     assert not result.exact_tokens  # no model folder: the character proxy
     data.unlink()
     missing = analyse_run(read_run(run_dir), n_boot=100)
-    assert len(missing.problems) == 1 and missing.problems[0].startswith("aime: items not")
+    assert len(missing.problems) == 1 and missing.problems[0].startswith("aime: ")
     assert missing.curves == [] and len(missing.facts) == 4
 
 

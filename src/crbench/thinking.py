@@ -156,8 +156,8 @@ def local_items(task_id: str, options: str) -> tuple[ModuleType, dict[int, Item]
 
 
 def load_traces(rows: Iterable[StoredGeneration]) -> tuple[list[Trace], list[str]]:
-    """Traces of the scored, current rows, each bound to its item's scorer; and one message per
-    task whose items could not be loaded (those traces get no reader: no budget or first
+    """Traces of the scored, current rows, each bound to its item's scorer; and "label: why" for
+    each task whose items could not be loaded (those traces get no reader: no budget or first
     correct reading, the other measures still count them)."""
     from crbench.errors import InputError
 
@@ -174,8 +174,7 @@ def load_traces(rows: Iterable[StoredGeneration]) -> tuple[list[Trace], list[str
             module, items = local_items(task_id, options)
         except (InputError, OSError, KeyError, TypeError, ValueError) as exc:
             label = group[0].generation.task
-            problems.append(f"{label}: items not loaded ({exc}); no budget or first-correct "
-                            "reading for its traces.")
+            problems.append(f"{label}: {exc}")
         for stored in group:
             item = items.get(stored.generation.item_index)
             matches = item is not None and str(item.id) == stored.generation.item_id

@@ -39,7 +39,10 @@ def intro(a: ThinkingAnalysis) -> str:
             "whole output of a generation that does not think. Positions and budgets count "
             f"{unit}. See docs/thinking.md for each measure and its source. The trace browser "
             "(`crbench browse RUN_DIR`) shows every trace with these marks.")
-    return " ".join([text, *a.problems])
+    if a.problems:
+        text += (" Budget and first-correct readings are left out where a task's items could not "
+                 "be loaded: " + "; ".join(a.problems) + ".")
+    return text
 
 
 # --- accuracy at thinking budgets ----------------------------------------------------------
