@@ -181,3 +181,48 @@ def test_filters_in_chromium(page: Path, tmp_path: Path, fragment: str, shown: i
     assert f'<span id="count">{shown}</span>' in dom
     assert dom.count('<section class="item"') == 3
     assert dom.count('<section class="item" data-task="0" hidden="">') == 3 - shown
+
+
+# --- highlighting, by hand and by property -------------------------------------------------
+
+
+def test_highlight_by_hand() -> None:
+    from crbench.browser import highlight
+    from crbench.cues import Marker
+
+    text = "Wait, <b>Answer: 25</b> but & more"
+    markers = [Marker("wait", 0, 4), Marker("but", 24, 27)]
+    first = (9, 19)  # "Answer: 25"
+    assert highlight(text, markers, first) == (
+        '<mark class="hes" title="wait">Wait</mark>, &lt;b&gt;'
+        '<mark class="first" title="first correct statement">Answer: 25</mark>&lt;/b&gt; '
+        '<mark class="hes" title="but">but</mark> &amp; more')
+    # A marker across the edge of the first statement is marked on both sides of it.
+    crossing = highlight("ab cd", [Marker("x", 1, 4)], (0, 2))
+    assert crossing == ('<mark class="first" title="first correct statement">a'
+                        '<mark class="hes" title="x">b</mark></mark>'
+                        '<mark class="hes" title="x"> c</mark>d')
+
+
+def test_highlight_keeps_every_character_as_text() -> None:
+    import html
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from crbench.browser import highlight
+    from crbench.cues import DEFAULT_CUES
+
+    alphabet = st.sampled_from(list("ab <>&\"'/;") + ["wait", "but", "Hmm", "</details>", "\n"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(alphabet, max_size=40).map("".join), st.integers(0, 60), st.integers(0, 60))
+    def check(text: str, a: int, b: int) -> None:
+        a, b = sorted((min(a, len(text)), min(b, len(text))))
+        out = highlight(text, DEFAULT_CUES.markers(text), (a, b))
+        tags = re.findall(r"<[^>]*>", out)
+        assert all(re.fullmatch(r'<mark class="(hes|first)" title="[^"<>]*">|</mark>', t)
+                   for t in tags), tags
+        assert html.unescape(re.sub(r"<[^>]*>", "", out)) == text
+
+    check()
