@@ -272,3 +272,23 @@ def test_a_method_of_another_kind_is_one_registry_line(tmp_path, monkeypatch, ca
     stream = io.StringIO()
     runner.print_plan(plan, {}, stream)
     assert 'copy v: {"method":"copy","note":"n"}: will be built unless cached' in stream.getvalue()
+
+
+def test_a_spec_model_is_described_by_what_its_file_is(tmp_path, demo_model):
+    """The demo model (a converted folder) is dense at 32 bits per weight; the GGUF file it
+    came from, run by llama.cpp, is a 4-bit GGUF model (read from its header)."""
+    from crbench import prepare
+    from crbench.models import demo_gguf_path
+
+    gguf = demo_gguf_path()
+    spec = write(tmp_path, '[models.demo]\nsource = "demo"\n'
+                           f'[models.q4]\nsource = "{gguf}"\nengine = "llamacpp"\n'
+                           f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n')
+    plan = planning.build_plan(spec, tmp_path / "run")
+    dense, q4 = (prepare.prepare_variant(plan, v) for v in plan.variants)
+    assert (dense.record.method, dense.record.bits, dense.record.bits_per_weight) == (
+        "dense", None, 32)
+    assert q4.model_path == str(gguf)  # llama.cpp reads the file itself: nothing converted
+    assert (q4.record.method, q4.record.bits) == ("gguf", 4)
+    assert q4.record.bits_per_weight is not None and 4 < q4.record.bits_per_weight < 6
+    assert q4.record.size_bytes == gguf.stat().st_size

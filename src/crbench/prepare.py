@@ -24,6 +24,7 @@ from typing import Any
 from crbench.compress.methods import load
 from crbench.engines.base import Engine
 from crbench.errors import InputError
+from crbench.lineage import Lineage, bits_per_weight, read_lineage
 from crbench.models import check_source, local_model
 from crbench.plan import JsonDict, Plan, PlannedVariant
 from crbench.records import VariantRecord
@@ -62,9 +63,7 @@ def prepare_variant(plan: Plan, variant: PlannedVariant) -> PreparedVariant:
     method's `build`) and its row for the `variants` table."""
     if variant.method is None:
         path = engine_model(variant)
-        record = VariantRecord(variant=variant.label, base_model=variant.base_model,
-                               model_path=path, size_bytes=weights_size(Path(path)))
-        return PreparedVariant(path, record)
+        return PreparedVariant(path, describe_model(variant, path))
 
     def log(message: str) -> None:
         print(f"{variant.method_name} {variant.label}: {message}", file=sys.stderr, flush=True)
@@ -72,6 +71,21 @@ def prepare_variant(plan: Plan, variant: PlannedVariant) -> PreparedVariant:
     build = load(variant.method.build)
     folder = Path(build(local_model(variant.source), variant.recipe_for_build(), log=log))
     return PreparedVariant(str(folder), describe_built(variant, folder))
+
+
+def describe_model(variant: PlannedVariant, path: str) -> VariantRecord:
+    """A spec model's row. What a local folder or GGUF file is (a GGUF quantization, a GPTQ
+    or AWQ checkpoint, or dense) is read from the file itself (`crbench.lineage`); bits per
+    weight from what is stored. A hub model or server is described as dense."""
+    source = variant.source
+    lineage = Lineage()
+    if source.kind in ("folder", "gguf", "named"):
+        try:  # the written source: a GGUF file is what the model is, also once converted
+            lineage = read_lineage(source.ref if source.kind != "named" else path)
+        except InputError as exc:
+            print(f"crbench: {variant.label}: lineage not read ({exc})", file=sys.stderr)
+    return VariantRecord(variant=variant.label, base_model=variant.base_model, model_path=path,
+                         size_bytes=weights_size(Path(path)), **lineage.record_fields())
 
 
 def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:
@@ -91,6 +105,7 @@ def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:
         pattern=settings.get("pattern") if prune else None,
         bits=settings.get("bits") if quant else None,
         group_size=(settings.get("group_size") or None) if quant else None,
+        bits_per_weight=bits_per_weight(path),
         size_bytes=effective_size(path, manifest.get("modules", [])),
         model_path=str(path),
         manifest=json.dumps(manifest, default=str) if manifest else None,
