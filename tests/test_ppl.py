@@ -46,3 +46,20 @@ def test_text_shorter_than_one_window(loaded):
     with pytest.raises(InputError, match="fewer than one window of 512") as caught:
         perplexity_of(model, tokenizer, "Too short to fill a window.", source="short.txt")
     assert caught.value.path == "short.txt"
+
+
+def test_bf16_perplexity_is_within_one_percent_of_fp32(demo_model, fixtures):
+    """dtype auto may pick bf16 on this CPU: the figure must stay comparable with fp32's."""
+    from crbench.dtype import canonical, resolve_dtype
+    from crbench.ppl import perplexity
+
+    data = fixtures / "compress_heldout.txt"
+    fp32 = perplexity(demo_model, data, seqlen=256, dtype="fp32")
+    bf16 = perplexity(demo_model, data, seqlen=256, dtype="bf16")
+    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
+    assert bf16["tokens"] == fp32["tokens"] > 1000
+    assert abs(bf16["ppl"] / fp32["ppl"] - 1) < 0.01, (bf16["ppl"], fp32["ppl"])
+    auto = perplexity(demo_model, data, seqlen=256)
+    assert auto["dtype"] == canonical(resolve_dtype("auto", "cpu", (576, 1536)))
+    with pytest.raises(InputError, match="dtype must be one of"):
+        perplexity(demo_model, data, dtype="int4")
