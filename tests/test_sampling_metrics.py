@@ -1,0 +1,181 @@
+"""avg@k, pass@k and maj@k against values computed by hand, and the unbiased estimator against
+exact binomials (fractions) for every n, c, k up to 30 and for n in the thousands."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crbench.sampling_metrics import (
+    Attempt,
+    ks_for,
+    maj_at_k,
+    majority_correct,
+    pass_at_k,
+    sampling_metrics,
+    vote_key,
+)
+
+
+def exact_pass(n: int, c: int, k: int) -> Fraction:
+    return 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+
+
+def attempts(*votes: tuple[str | None, bool]) -> list[Attempt]:
+    """Samples numbered 0, 1, ... in the order given: (extracted answer, scored correct)."""
+    return [Attempt(i, correct, extracted) for i, (extracted, correct) in enumerate(votes)]
+
+
+@pytest.mark.parametrize(("n", "c", "k", "expected"), [
+    (4, 0, 1, 0.0), (4, 0, 2, 0.0), (4, 0, 4, 0.0),  # c = 0: never
+    (4, 4, 1, 1.0), (4, 4, 3, 1.0), (4, 4, 4, 1.0),  # c = n: always
+    (4, 1, 4, 1.0), (3, 1, 3, 1.0),  # n = k: solved when any sample is
+    (4, 1, 1, 0.25), (4, 3, 1, 0.75),  # k = 1: c / n
+    (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    (4, 2, 2, 5 / 6),  # 1 - C(2,2)/C(4,2) = 1 - 1/6
+    (5, 2, 3, 0.9),  # 1 - C(3,3)/C(5,3) = 1 - 1/10
+    (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+])
+def test_pass_at_k_by_hand(n: int, c: int, k: int, expected: float) -> None:
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_equals_the_exact_binomial_ratio_for_every_small_case() -> None:
+    for n in range(1, 31):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(float(exact_pass(n, c, k)),
+                                                           abs=1e-12), (n, c, k)
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(1000, 1, 1), (1000, 1, 500), (2000, 3, 1000),
+                                           (5000, 10, 64), (5000, 4990, 4999), (3000, 0, 7)])
+def test_pass_at_k_is_stable_where_the_binomials_overflow_a_float(n: int, c: int, k: int) -> None:
+    value = pass_at_k(n, c, k)
+    assert 0.0 <= value <= 1.0
+    assert value == pytest.approx(float(exact_pass(n, c, k)), rel=1e-9, abs=1e-12)
+
+
+def test_the_binomials_themselves_overflow_a_float() -> None:
+    with pytest.raises(OverflowError):  # why pass_at_k never forms them
+        float(math.comb(2000, 1000))
+
+
+@given(st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n),
+                                                         st.integers(1, n))))
+def test_pass_at_k_grows_with_k_and_c(args: tuple[int, int, int]) -> None:
+    n, c, k = args
+    value = pass_at_k(n, c, k)
+    assert 0.0 <= value <= 1.0
+    if k < n:
+        assert pass_at_k(n, c, k + 1) >= value - 1e-12
+    if c < n:
+        assert pass_at_k(n, c + 1, k) >= value - 1e-12
+    assert pass_at_k(n, c, 1) == pytest.approx(c / n)
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(4, 1, 5), (4, 5, 1), (4, -1, 1), (4, 1, 0), (0, 0, 1)])
+def test_pass_at_k_refuses_impossible_counts(n: int, c: int, k: int) -> None:
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_ks_are_the_powers_of_two_and_n() -> None:
+    assert ks_for(1) == [1]
+    assert ks_for(3) == [1, 2, 3]
+    assert ks_for(4) == [1, 2, 4]
+    assert ks_for(6) == [1, 2, 4, 6]
+    assert ks_for(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert ks_for(0) == []
+
+
+def test_vote_key_ignores_white_space_only() -> None:
+    assert vote_key(" 1, 2 ") == vote_key("1,2") == "1,2"
+    assert vote_key("\\frac{1}{2}") != vote_key("0.5")  # the task's comparison is not redone
+    assert vote_key("A") != vote_key("a")
+    assert vote_key("  ") is None
+    assert vote_key(None) is None
+
+
+def test_majority_wins() -> None:
+    assert majority_correct(attempts(("7", False), ("12", True), ("12", True)))
+    assert not majority_correct(attempts(("12", True), ("7", False), ("7", False)))
+
+
+def test_a_tie_goes_to_the_answer_that_appeared_first() -> None:
+    wrong_first = attempts(("7", False), ("12", True), ("12", True), ("7", False))
+    assert not majority_correct(wrong_first)
+    right_first = attempts(("12", True), ("7", False), ("7", False), ("12", True))
+    assert majority_correct(right_first)
+    # By sample number, not by the order of the list: the same samples shuffled agree.
+    assert not majority_correct(list(reversed(wrong_first)))
+    assert majority_correct(list(reversed(right_first)))
+    # A three-way tie of single votes: the first sample's answer.
+    assert majority_correct(attempts(("3", True), ("4", False), ("5", False)))
+    assert not majority_correct(attempts(("4", False), ("3", True), ("5", False)))
+
+
+def test_samples_without_an_answer_do_not_vote() -> None:
+    assert majority_correct(attempts((None, False), (None, False), ("5", True)))
+    assert not majority_correct(attempts((None, False), (None, False), (" ", False)))
+    assert not majority_correct([])
+
+
+def test_a_vote_is_correct_when_any_sample_giving_it_was_scored_correct() -> None:
+    # The same answer text scored both ways (e.g. once cut off by the token limit): the
+    # task's verdict that this answer is right stands for the vote.
+    assert majority_correct(attempts(("1,2", False), ("1, 2", True), ("3", False)))
+
+
+def test_maj_at_k_uses_the_first_k_samples() -> None:
+    samples = attempts(("7", False), ("7", False), ("12", True), ("12", True), ("12", True))
+    assert not maj_at_k(samples, 3)  # 7, 7, 12
+    assert maj_at_k(samples, 5)  # 7, 7, 12, 12, 12
+    with pytest.raises(ValueError):
+        maj_at_k(samples, 6)
+
+
+def test_cell_metrics_by_hand() -> None:
+    questions = {
+        "q1": attempts(("3", True), ("4", False), ("4", False), ("3", True)),  # tie -> "3"
+        "q2": attempts(("9", True), ("9", True), ("9", True), ("9", True)),
+        "q3": attempts(("1", False), (None, False), ("2", False), ("1", False)),
+        "q4": attempts(("5", False), ("6", True), ("6", True), ("6", True)),
+    }
+    m = sampling_metrics(questions, n_boot=500, seed=3)
+    assert (m.n_min, m.n_max) == (4, 4)
+    assert m.avg.mean == pytest.approx((0.5 + 1 + 0 + 0.75) / 4)
+    assert sorted(m.pass_at) == [1, 2, 4]
+    assert m.pass_at[1].mean == pytest.approx(m.avg.mean)  # the trap: pass@1 is avg@n
+    assert m.pass_at[2].mean == pytest.approx((5 / 6 + 1 + 0 + 1) / 4)
+    assert m.pass_at[4].mean == pytest.approx(3 / 4)  # any correct among the four
+    assert sorted(m.maj_at) == [4]
+    assert m.maj_at[4].mean == pytest.approx(3 / 4)  # q1 (tie to "3"), q2, q4
+    for e in (m.avg, *m.pass_at.values(), *m.maj_at.values()):
+        assert e.n_questions == 4
+        assert e.lo <= e.mean <= e.hi
+    assert m.pass_at[4].lo < m.pass_at[4].hi  # the interval comes from resampling questions
+    again = sampling_metrics(questions, n_boot=500, seed=3)
+    assert (again.pass_at[2].lo, again.pass_at[2].hi) == (m.pass_at[2].lo, m.pass_at[2].hi)
+
+
+def test_questions_with_fewer_samples_count_only_for_the_k_they_have() -> None:
+    questions = {
+        "full": attempts(("1", True), ("2", False), ("2", False), ("1", True)),
+        "half": attempts(("1", False), ("1", True)),  # a run in progress
+    }
+    m = sampling_metrics(questions, n_boot=200)
+    assert (m.n_min, m.n_max) == (2, 4)
+    assert m.pass_at[2].n_questions == 2
+    assert m.pass_at[4].n_questions == 1
+    assert m.pass_at[4].mean == 1.0
+    assert m.avg.mean == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_no_questions_give_empty_metrics() -> None:
+    m = sampling_metrics({}, n_boot=10)
+    assert m.n_max == 0 and m.avg.n_questions == 0 and not m.pass_at and not m.maj_at
