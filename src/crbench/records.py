@@ -4,6 +4,7 @@
     export, rescoring, thinking analyses
     runner ──VariantRecord──► store ──► report (pairs each variant with its parent)
     runner ──FailureRecord──► store ──► report, `crbench run` summary
+    crbench probe ──ProbeRecord──► store ──► report (probe curves, s1 metrics, Dynasor)
 
 Names mean one thing everywhere: `task` is the task's *label* in the spec (e.g.
 "musique_open"), `task_id` its registry id (e.g. "musique"); `variant` is a variant's label.
@@ -112,6 +113,35 @@ class FailureRecord:
     error: str
     attempts: int
     at: str = ""  # UTC ISO time; the store fills it in when empty
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """A forced-answer probe (`crbench.probes`): a stored generation's prompt and the first
+    `budget` tokens of its thinking, then `</think>` and the answer cue; what the model then
+    wrote (greedy), and the task's verdict on it read as a finished answer."""
+
+    key: str  # sha256 of (generation key, budget, cue, max_new_tokens, engine settings)
+    generation_key: str  # the generation whose thinking was cut
+    variant: str
+    task: str  # task label
+    item_index: int
+    repeat: int
+    budget: int  # thinking tokens asked for
+    thinking_used: int  # thinking tokens fed: min(budget, thinking_total)
+    thinking_total: int  # tokens of the generation's whole thinking (same tokenizer)
+    cue: str  # what followed `</think>`
+    max_new_tokens: int
+    engine: str
+    output: str  # what the model wrote after the cue
+    new_tokens: int
+    finish_reason: str
+    extracted: str | None
+    correct: bool
+    no_answer: bool
+    rule: str
+    wall_s: float
+    created_at: str = ""  # UTC ISO time; the store fills it in when empty
 
 
 @dataclass(frozen=True)

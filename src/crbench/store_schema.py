@@ -8,8 +8,10 @@ here; it needs a new `SCHEMA_VERSION` and a step in `migrate`.
     version  written by                          what changed
     1        crbench up to commit 72b1cdb         (no version in meta) generations.task_name;
                                                   variants without parent/bits_per_weight/teacher
-    2        this code                            task_name -> task_id; variant lineage columns;
+    2        crbench up to commit b3c5202          task_name -> task_id; variant lineage columns;
                                                   meta schema_version
+    3        this code                            table `probes` (ProbeRecord) added; nothing
+                                                  else changed
 
 A store opened for writing is migrated in place, in one transaction. A read-only open never
 changes the file: the reader (`crbench.store_read`) reads a version-1 store as it is.
@@ -29,18 +31,20 @@ from crbench.records import (
     FailureRecord,
     GenerationRecord,
     JsonDict,
+    ProbeRecord,
     ScoreRecord,
     VariantRecord,
     field_names,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERSION_KEY = "schema_version"
 
 GENERATION_COLUMNS = field_names(GenerationRecord)
 SCORE_COLUMNS = field_names(ScoreRecord)
 VARIANT_COLUMNS = field_names(VariantRecord)
 FAILURE_COLUMNS = field_names(FailureRecord)
+PROBE_COLUMNS = field_names(ProbeRecord)
 PLAN_COLUMNS = ("key", "variant", "task", "item_index", "repeat")
 
 
@@ -65,6 +69,11 @@ def table_sql(name: str, record_type: type, primary: str | None, extra: str = ""
     return f"CREATE TABLE IF NOT EXISTS {name} (\n  {body}{extra}\n);"
 
 
+PROBES_SCHEMA = [  # forced-answer probes of stored generations (crbench.probes)
+    table_sql("probes", ProbeRecord, "key"),
+    "CREATE INDEX IF NOT EXISTS probes_by_generation ON probes (generation_key);",
+]
+
 SCHEMA = "\n".join([
     table_sql("generations", GenerationRecord, "key"),
     "CREATE INDEX IF NOT EXISTS generations_by_cell ON generations (variant, task, repeat);",
@@ -78,6 +87,7 @@ SCHEMA = "\n".join([
     # done yet.
     "CREATE TABLE IF NOT EXISTS plan (key TEXT PRIMARY KEY, variant TEXT NOT NULL, "
     "task TEXT NOT NULL, item_index INTEGER NOT NULL, repeat INTEGER NOT NULL);",
+    *PROBES_SCHEMA,
 ])
 
 
@@ -113,6 +123,8 @@ def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
     version = stored_version(conn, path) if existing else SCHEMA_VERSION
     if version < 2:
         migrate_1_to_2(conn)
+    if version < 3:
+        migrate_2_to_3(conn)
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)  # executescript would COMMIT the open transaction
@@ -135,6 +147,12 @@ def migrate_1_to_2(conn: sqlite3.Connection) -> None:
                              f"{sql_type(hints[column]).replace(' NOT NULL', '')}")
         conn.execute("UPDATE variants SET parent = base_model "
                      "WHERE parent IS NULL AND method != 'dense' AND variant != base_model")
+
+
+def migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Only adds the `probes` table (and its index); no existing row changes."""
+    for statement in PROBES_SCHEMA:
+        conn.execute(statement)
 
 
 # --- records <-> rows -----------------------------------------------------------------------
@@ -207,6 +225,21 @@ def variant_from_row(row: typing.Mapping[str, object]) -> VariantRecord:
 def failure_from_row(row: typing.Mapping[str, object]) -> FailureRecord:
     values = {name: row[name] for name in FAILURE_COLUMNS}
     return FailureRecord(**values)  # type: ignore[arg-type]  # SQLite's values, typed by it
+
+
+def probe_values(probe: ProbeRecord, now: str) -> dict[str, object]:
+    values = asdict(probe)
+    for flag in ("correct", "no_answer"):
+        values[flag] = int(values[flag])
+    values["created_at"] = probe.created_at or now
+    return values
+
+
+def probe_from_row(row: typing.Mapping[str, object]) -> ProbeRecord:
+    values = {name: row[name] for name in PROBE_COLUMNS}
+    values["correct"] = bool(values["correct"])
+    values["no_answer"] = bool(values["no_answer"])
+    return ProbeRecord(**values)  # type: ignore[arg-type]  # SQLite's values, typed by it
 
 
 def _optional_float(value: object) -> float | None:
