@@ -7,6 +7,7 @@ Section | None` function, plus one line here. See the package docstring (crbench
 from __future__ import annotations
 
 from crbench.report import (
+    breakdown,
     compute,
     cost,
     curves,
@@ -15,12 +16,15 @@ from crbench.report import (
     knowledge,
     main_results,
     paired,
+    samples,
     thinking,
 )
 from crbench.report.context import SectionBuilder
 
 SECTIONS: list[SectionBuilder] = [
     main_results.build,  # Main results: every variant on every task, with intervals
+    samples.build,  # Several samples per item: avg@n, pass@k, maj@k
+    breakdown.build,  # Accuracy by level and subject (tasks that record them)
     curves.build,  # Compression curves: sparsity and bit-width sweeps
     compute.build,  # Test-time compute: tokens, thinking vs answer, length vs correctness
     paired.build,  # Paired comparison with the parent: flips, McNemar, paired deltas
