@@ -27,12 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from crbench.analysis_bootstrap import Estimate, estimate
 
 # maj@1 and maj@2 are (nearly) the first sample's accuracy: two different answers tie and the
 # first one wins. Majority voting starts to mean something at three samples.
 MAJ_MIN_K = 3
+Q = TypeVar("Q", bound=Hashable)  # whatever names a question: an item index, (task, item) ...
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,12 @@ def maj_at_k(attempts: Sequence[Attempt], k: int) -> bool:
     return majority_correct(sorted(attempts, key=lambda a: a.sample)[:k])
 
 
-def sampling_metrics(questions: Mapping[Hashable, Sequence[Attempt]], n_boot: int = 2000,
+def sampling_metrics(given: Mapping[Q, Sequence[Attempt]], n_boot: int = 2000,
                      seed: int = 0) -> SamplingMetrics:
     """avg@n, pass@k and maj@k (every k of `ks_for` the most samples a question has) with 95%
     bootstrap intervals. While a run is in progress questions have different numbers of
     samples: each k uses the questions with at least k of them (its Estimate counts them)."""
-    questions = {q: list(a) for q, a in questions.items() if a}
+    questions: dict[Hashable, list[Attempt]] = {q: list(a) for q, a in given.items() if a}
     if not questions:
         empty = Estimate(math.nan, math.nan, math.nan, 0, 0)
         return SamplingMetrics(0, 0, empty)
