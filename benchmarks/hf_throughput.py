@@ -1,14 +1,15 @@
 """Throughput of crbench's hf engine, and how close it comes to this machine's compute roofline.
 
     .venv/bin/python benchmarks/hf_throughput.py [--prompts 64] [--max-new-tokens 128]
-        [--batch-sizes 1,8,32,64] [--json out.json]
+        [--batch-sizes 1,8,32,64] [--dtype auto] [--json out.json]
 
 Workload: Temporal-Sequences-style questions made up here (benchmarks/_common.py) as plain
 completion prompts ending with "<think>\\n" (the paper's style), SmolLM2-135M-Instruct (the
-offline demo model), fp32, greedy, a fixed max_new_tokens. Batch size 1 runs on the first 8
-prompts only (it is slow); the others on all of them.
+offline demo model), greedy, a fixed max_new_tokens, in `--dtype` (default "auto": what
+crbench.dtype chooses on this CPU; the roofline is measured in the same dtype). Batch size 1
+runs on the first 8 prompts only (it is slow); the others on all of them.
 
-Roofline: fp32 matmul GFLOP/s measured here with torch at the model's own layer shapes; the
+Roofline: matmul GFLOP/s measured here with torch at the model's own layer shapes; the
 model's FLOPs per generated token = 2 x (non-embedding parameters) + 2 x vocab x hidden (the
 lm_head, tied to the embedding) + 4 x layers x hidden x context (attention scores and values);
 ceiling tok/s = GFLOP/s / GFLOP per token. Prompt tokens cost FLOPs too (prefill, without the
@@ -42,17 +43,19 @@ def model_flops(config, context: float) -> dict[str, float]:
             "linear": linear, "lm_head": lm_head, "attention": attention}
 
 
-def matmul_gflops(config, rows: int, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of torch's linear at the model's layer shapes, `rows` tokens at a time."""
+def matmul_gflops(config, rows: int, repeats: int = 5, dtype=None) -> float:
+    """GFLOP/s of torch's linear at the model's layer shapes, `rows` tokens at a time, in
+    `dtype` (default fp32)."""
     import torch
 
+    dtype = dtype or torch.float32
     d, ffn, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or d // heads
     shapes = [(heads * head_dim, d), (kv_heads * head_dim, d), (kv_heads * head_dim, d),
               (d, heads * head_dim), (ffn, d), (ffn, d), (d, ffn), (vocab, d)]
-    weights = [torch.randn(out, inp) for out, inp in shapes]
-    inputs = {inp: torch.randn(rows, inp) for _, inp in shapes}
+    weights = [torch.randn(out, inp).to(dtype) for out, inp in shapes]
+    inputs = {inp: torch.randn(rows, inp).to(dtype) for _, inp in shapes}
     flops = sum(2 * rows * out * inp for out, inp in shapes)
     best = float("inf")
     with torch.inference_mode():
@@ -81,17 +84,20 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-sizes", default="1,8,32,64")
+    parser.add_argument("--dtype", default="auto", help="auto | bf16 | fp32")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     from crbench.engines import make_engine
     from crbench.models import demo_model_path
 
-    engine = make_engine("hf", str(demo_model_path()))
+    engine = make_engine("hf", str(demo_model_path()), dtype=args.dtype)
     config = engine.model.config
+    dtype = engine.model.dtype
     prompts = [p + "\n<think>\n" for p in temporal_prompts(args.prompts)]
-    results = {"machine": machine(), "max_new_tokens": args.max_new_tokens, "runs": []}
-    print(f"machine: {results['machine']}")
+    results = {"machine": machine(), "max_new_tokens": args.max_new_tokens,
+               "dtype": str(dtype).removeprefix("torch."), "runs": []}
+    print(f"machine: {results['machine']}; dtype {results['dtype']} (asked: {args.dtype})")
     print(f"{'batch':>5} {'prompts':>7} {'generated':>9} {'seconds':>8} {'tok/s':>7}  load")
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         engine.batch_size = batch_size
@@ -107,7 +113,7 @@ def main() -> None:
     best = max(results["runs"], key=lambda r: r["tok_s"])
     context = best["prompt_tokens"] / best["prompts"] + args.max_new_tokens / 2
     flops = model_flops(config, context)
-    rates = {rows: matmul_gflops(config, rows) for rows in (64, 256, 1024)}
+    rates = {rows: matmul_gflops(config, rows, dtype=dtype) for rows in (64, 256, 1024)}
     peak = max(rates.values())
     ceiling = peak * 1e9 / flops["decode"]
     used = (best["generated"] * flops["decode"] + best["prompt_tokens"] * flops["prefill"]
