@@ -20,7 +20,14 @@ import pytest
 from crbench import store
 from crbench.errors import InputError
 from crbench.merge import merge_runs
-from crbench.records import FailureRecord, GenerationRecord, ScoreRecord, VariantRecord
+from crbench.probe_store import insert_probe, read_probes
+from crbench.records import (
+    FailureRecord,
+    GenerationRecord,
+    ProbeRecord,
+    ScoreRecord,
+    VariantRecord,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CRBENCH = Path(sys.executable).parent / "crbench"
@@ -61,7 +68,8 @@ def dump(run: Path) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(f"{(run / store.STORE_FILE).as_uri()}?mode=ro", uri=True)
     try:
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
-                for t in ("generations", "scores", "variants", "failures", "plan", "meta")}
+                for t in ("generations", "scores", "variants", "failures", "plan", "meta",
+                          "probes")}
     finally:
         conn.close()
 
@@ -78,6 +86,11 @@ def test_merge_is_the_union_and_idempotent(tmp_path):
     store.record_failure(conn, FailureRecord("k3", "m", "aime", 3, 0, "Timeout", 3,
                                              at="2026-01-01T00:00:09.000+00:00"))
     store.put_variant(conn, VariantRecord("m", "m", "dense", ppl=12.5))
+    insert_probe(conn, ProbeRecord(
+        key="p1", generation_key="k2", variant="m", task="aime", item_index=2, repeat=0,
+        budget=4, thinking_used=1, thinking_total=1, cue="Answer:", max_new_tokens=8,
+        engine="hf", output="2", new_tokens=1, finish_reason="stop", extracted="2",
+        correct=False, no_answer=False, rule="answer-line", wall_s=0.1))
     conn.close()
     before = (digest(a), digest(b))
     result = merge_runs([a, b], tmp_path / "merged")
@@ -89,6 +102,7 @@ def test_merge_is_the_union_and_idempotent(tmp_path):
     assert run.variants["m"].ppl == 12.5
     assert [f.key for f in run.failures] == []  # k3 is not planned
     assert len(dump(tmp_path / "merged")["failures"]) == 1
+    assert [p.key for p in read_probes(tmp_path / "merged")] == ["p1"]
     merged_meta = dict(dump(tmp_path / "merged")["meta"])
     assert "shard" not in merged_meta and json.loads(merged_meta["spec"]) == SPEC
     first = dump(tmp_path / "merged")

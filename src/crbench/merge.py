@@ -6,6 +6,7 @@ one spec made on different machines).
     variants     union; for a label described twice the later input's description wins (a
                  measured ppl is kept), as when a run re-describes it
     failures     union of the attempts (identical rows once)
+    probes       union by key (forced-answer probes, `crbench.probe_store`)
     plan         union of the plans: the merged run is everything the shards were asked for
 
 Inputs must be runs of the same spec: their meta `spec` must be equal once the shard setting is
@@ -24,10 +25,14 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crbench.errors import InputError
-from crbench.records import FailureRecord, StoredGeneration, VariantRecord
+from crbench.records import FailureRecord, ProbeRecord, StoredGeneration, VariantRecord
 from crbench.store_schema import failure_from_row
+
+if TYPE_CHECKING:
+    from crbench.store import Store
 
 SHARD_SETTINGS = ("shard",)  # spec fields that differ between shards of one run
 
@@ -43,6 +48,7 @@ class StoreContents:
     variants: list[VariantRecord]
     failures: list[FailureRecord]
     plan: list[tuple[str, str, str, int, int]]
+    probes: list[ProbeRecord]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class MergeResult:
 
 
 def read_contents(run_dir: Path) -> StoreContents:
+    from crbench.probe_store import read_probes
     from crbench.store import guarded, open_readonly, read_run
 
     run = read_run(run_dir, include_superseded=True)
@@ -72,7 +79,7 @@ def read_contents(run_dir: Path) -> StoreContents:
         conn.close()
     return StoreContents(path=run.path, spec=_spec_without_shard(run.path, meta.get("spec")),
                          spec_path=meta.get("spec_path"), rows=run.rows, variants=variants,
-                         failures=failures, plan=plan)
+                         failures=failures, plan=plan, probes=read_probes(run.path))
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -154,6 +161,7 @@ def write_merged(inputs: Sequence[StoreContents], folder: Path) -> tuple[int, in
         failures = {f for contents in inputs for f in contents.failures}
         for failure in sorted(failures, key=lambda f: (f.at, f.key, f.error)):
             record_failure(conn, failure)
+        insert_probes(conn, [p for contents in inputs for p in contents.probes])
         plan = sorted({row for contents in inputs for row in contents.plan})
         set_plan(conn, plan)
         if inputs[0].spec is not None:
@@ -165,6 +173,16 @@ def write_merged(inputs: Sequence[StoreContents], folder: Path) -> tuple[int, in
     finally:
         conn.close()
     return total, len(plan)
+
+
+def insert_probes(conn: Store, probes: list[ProbeRecord]) -> None:
+    """All probes in one transaction; a key stored already is kept as it is."""
+    from crbench.store import insert_sql, now, transaction
+    from crbench.store_schema import PROBE_COLUMNS, probe_values
+
+    with transaction(conn):
+        for probe in sorted(probes, key=lambda p: p.key):
+            conn.execute(insert_sql("probes", PROBE_COLUMNS), probe_values(probe, now()))
 
 
 def place(tmp: Path, out: Path) -> None:
