@@ -1,4 +1,4 @@
-"""Our SparseGPT and GPTQ against llm-compressor's, on the same model and calibration windows.
+"""Our SparseGPT, GPTQ and AWQ against llm-compressor's, on the same model and calibration windows.
 
     .venv/bin/python benchmarks/compress_vs_llmcompressor.py [--model demo] [--rounds 2]
         [--calib tests/fixtures/compress_calib.txt] [--eval tests/fixtures/compress_heldout.txt]
@@ -7,7 +7,9 @@
 llm-compressor lives in its own venv, benchmarks/.venv-llmcompressor (made on first use:
 torch==2.13.0 first, so pip does not pull a CUDA torch, then llmcompressor==0.14.0.1, which
 pins its own transformers). Settings on both sides: SparseGPT 50% unstructured; GPTQ W4,
-group 64, symmetric min-max grid, no activation order; damping 0.01, block 128; the same
+group 64, symmetric min-max grid, no activation order; damping 0.01, block 128; AWQ W4, group
+64, asymmetric grid, duo scaling, 20-point grid, no clip search (llm-compressor has none), its
+AWQModifier followed by a QuantizationModifier; the same
 calibration windows (token ids made here with crbench's sampler, checked equal on our side);
 the same perplexity code over the same held-out windows of 512 tokens. Runs alternate between
 the two (ABBA over rounds) because the machine is shared; the load average is recorded.
@@ -16,6 +18,11 @@ Timed: the compression call alone, calibration forward passes included, model lo
 `gptq-static` is our GPTQ with every group's grid fitted up front from the original weights,
 the rule llm-compressor 0.14 uses (ours by default fits a grid when GPTQ reaches its group):
 it isolates the algorithm from that choice. It is not counted in the ratio.
+
+Default against default (not counted in the ratio either): `gptq-default` is each side's GPTQ
+with only bits, group 64 and the grid's symmetry given (ours: activation order; theirs:
+actorder "static"); `awq-default` is ours with its defaults (clip search on) against
+llm-compressor's `awq` run above, whose defaults are those settings.
 
 Ends with `ratio: X` = llm-compressor's total time / ours (> 1: we are faster).
 The same file is the worker each run executes (`... worker IMPL METHOD ...`), in either venv.
@@ -43,6 +50,20 @@ LLMCOMPRESSOR = "llmcompressor==0.14.0.1"
 
 
 DAMP, BLOCK, SPARSITY, BITS, GROUP = 0.01, 128, 0.5, 4, 64
+OURS_ONLY = {"gptq-static": "gptq", "awq-default": "awq"}  # row -> their row it is set against
+OURS = {  # method -> our recipe settings (windows, damping and block added in run_crbench)
+    "sparsegpt": {"method": "sparsegpt", "sparsity": SPARSITY},
+    "gptq": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
+             "act_order": False},
+    "gptq-static": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
+                    "act_order": False, "static_groups": True},
+    "gptq-default": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True},
+    "awq": {"method": "awq", "bits": BITS, "group_size": GROUP, "sym": False, "clip": False,
+            "duo": True, "grid": 20},
+    "awq-default": {"method": "awq", "bits": BITS, "group_size": GROUP},
+}
+HESSIAN = ("sparsegpt", "gptq")  # methods that take damp and block_size
+NOT_IN_RATIO = {*OURS_ONLY, "gptq-default"}  # the ratio is over setting-against-setting rows
 
 
 @torch.no_grad()
@@ -60,11 +81,11 @@ def run_crbench(model, tokenizer, method: str, calib: torch.Tensor, calib_file: 
     from crbench.compress.recipe import parse_recipe
 
     samples, seqlen = calib.shape
-    settings = ({"method": "sparsegpt", "sparsity": SPARSITY} if method == "sparsegpt" else
-                {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
-                 "static_groups": method == "gptq-static"})
-    recipe = parse_recipe({**settings, "damp": DAMP, "block_size": BLOCK, "calib": calib_file,
-                           "calib_samples": samples, "seqlen": seqlen, "seed": 0})
+    settings = dict(OURS[method])
+    if settings["method"] in HESSIAN:
+        settings.update(damp=DAMP, block_size=BLOCK)
+    recipe = parse_recipe({**settings, "calib": calib_file, "calib_samples": samples,
+                           "seqlen": seqlen, "seed": 0})
     source = load_source(calib_file)
     ours, _ = calibration_windows(tokenizer, source, samples, seqlen, 0)
     assert torch.equal(ours, calib), "crbench would calibrate on other windows"
@@ -77,17 +98,32 @@ def run_llmcompressor(model, tokenizer, method: str, calib: torch.Tensor) -> Non
     from llmcompressor import oneshot
     from llmcompressor.modifiers.gptq import GPTQModifier
     from llmcompressor.modifiers.pruning import SparseGPTModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform.awq import AWQModifier
 
+    if not torch.cuda.is_available():  # AWQ pins its cache for GPU copies; CPU-only it raises
+        from llmcompressor.pipelines.cache import IntermediatesCache
+
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+    ignore = ["re:.*lm_head"]  # "lm_head" alone misses it
+
+    def groups(sym: bool) -> dict:
+        weights = QuantizationArgs(num_bits=BITS, type="int", symmetric=sym, strategy="group",
+                                   group_size=GROUP)
+        return {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
+
+    modifier: object
     if method == "sparsegpt":
         modifier = SparseGPTModifier(sparsity=SPARSITY, mask_structure="0:0", block_size=BLOCK,
-                                     dampening_frac=DAMP, targets=["Linear"],
-                                     ignore=["re:.*lm_head"])  # "lm_head" alone misses it
-    else:
-        weights = QuantizationArgs(num_bits=BITS, type="int", symmetric=True, strategy="group",
-                                   group_size=GROUP)
-        modifier = GPTQModifier(
-            config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=weights)},
-            ignore=["re:.*lm_head"], block_size=BLOCK, dampening_frac=DAMP, actorder=None)
+                                     dampening_frac=DAMP, targets=["Linear"], ignore=ignore)
+    elif method == "gptq":
+        modifier = GPTQModifier(config_groups=groups(True), ignore=ignore, block_size=BLOCK,
+                                dampening_frac=DAMP, actorder=None)
+    elif method == "gptq-default":
+        modifier = GPTQModifier(config_groups=groups(True), ignore=ignore)
+    else:  # awq: the scales, then the quantization they were searched for
+        modifier = [AWQModifier(duo_scaling=True, n_grid=20),
+                    QuantizationModifier(config_groups=groups(False), ignore=ignore)]
     data = Dataset.from_dict({"input_ids": calib.tolist(),
                               "attention_mask": torch.ones_like(calib).tolist()})
     oneshot(model=model, tokenizer=tokenizer, dataset=data, recipe=modifier,
@@ -175,7 +211,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--methods", default="sparsegpt,gptq,gptq-static")
+    parser.add_argument("--methods",
+                        default="sparsegpt,gptq,gptq-static,gptq-default,awq,awq-default")
     parser.add_argument("--work", default="/tmp/crbench-vs-llmcompressor")
     args = parser.parse_args()
 
@@ -199,7 +236,7 @@ def main() -> None:
         order = list(pythons) if round_index % 2 == 0 else list(pythons)[::-1]  # ABBA
         for method in args.methods.split(","):
             for impl in order:
-                if method == "gptq-static" and impl != "crbench":
+                if method in OURS_ONLY and impl != "crbench":
                     continue
                 out = work / f"{impl}-{method}-{round_index}.json"
                 env = {**os.environ, "PYTHONPATH": ""}
@@ -223,16 +260,17 @@ def report(results: list[dict]) -> None:
         return sum(values) / len(values)
 
     methods = sorted({r["method"] for r in results}, reverse=True)
-    print("\n| method | crbench s | llm-compressor s | crbench ppl | llm-compressor ppl | "
-          "ppl diff |")
-    print("|---|---|---|---|---|---|")
+    print("\n| method | crbench s | llm-compressor s | time ratio | crbench ppl | "
+          "llm-compressor ppl | ppl diff |")
+    print("|---|---|---|---|---|---|---|")
     for method in methods:
-        against = "gptq" if method == "gptq-static" else method
+        against = OURS_ONLY.get(method, method)
         ours, theirs = mean(method, "crbench", "ppl"), mean(against, "llmcompressor", "ppl")
-        print(f"| {method} | {mean(method, 'crbench', 'seconds'):.1f} | "
-              f"{mean(against, 'llmcompressor', 'seconds'):.1f} | {ours:.3f} | {theirs:.3f} | "
+        seconds = mean(method, "crbench", "seconds"), mean(against, "llmcompressor", "seconds")
+        print(f"| {method} | {seconds[0]:.1f} | {seconds[1]:.1f} | "
+              f"{seconds[1] / seconds[0]:.2f} | {ours:.3f} | {theirs:.3f} | "
               f"{100 * (ours / theirs - 1):+.2f}% |")
-    results = [r for r in results if r["method"] != "gptq-static"]
+    results = [r for r in results if r["method"] not in NOT_IN_RATIO]
     ours_total = sum(r["seconds"] for r in results if r["impl"] == "crbench")
     theirs_total = sum(r["seconds"] for r in results if r["impl"] == "llmcompressor")
     print(f"loadavg at end {os.getloadavg()}")
