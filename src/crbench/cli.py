@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # `crbench --help` lists the commands in pipeline order; commands not named here come last.
 PIPELINE_ORDER = ("demo", "compress", "distill", "run", "merge", "score", "export", "report",
-                  "browse", "importance", "ppl", "synth", "convert", "demo-model", "env")
+                  "browse", "probe", "importance", "ppl", "synth", "convert", "demo-model", "env")
 
 
 class PipelineOrder(TyperGroup):
@@ -140,6 +140,12 @@ def score(
         raise InputError(None, "score needs --task, --data and --outputs (or --run RUN_DIR)")
 
     from crbench.score import read_outputs, score_items, summarize
+    from crbench.score_samples import (
+        print_sampling_table,
+        read_sampled_outputs,
+        sampling_summary,
+        score_samples,
+    )
     from crbench.scoring import task_default_style
     from crbench.tasks import get_task
     from crbench.tasks.common import STYLES
@@ -150,8 +156,13 @@ def score(
         raise InputError(None, f"unknown prompt style {style!r}; known: {', '.join(STYLES)}",
                          "--style")
     items = module.load(data, limit=limit, seed=seed, **({"mode": mode} if mode else {}))
-    found = read_outputs(outputs)
-    records = score_items(module, items, found, style)
+    sampled = read_sampled_outputs(outputs)  # rows with sample numbers: avg@n, pass@k, maj@k
+    if sampled is None:
+        found = read_outputs(outputs)
+        records = score_items(module, items, found, style)
+    else:
+        found = {i: out for by_index in sampled.values() for i, out in by_index.items()}
+        records = score_samples(module, items, sampled, style)
     unmatched = sorted(set(found) - {item.index for item in items})
     if unmatched and limit is None:
         print(
@@ -160,6 +171,8 @@ def score(
             file=sys.stderr,
         )
     summary = summarize(module.NAME, records, len(unmatched), style)
+    if sampled is not None:
+        summary.update(sampling_summary(records))
     if per_item is not None:
         try:
             per_item.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -168,7 +181,9 @@ def score(
     if as_json:
         print(json.dumps(summary))
     else:
-        _print_score_tables(summary, records, items)
+        _print_score_tables(summary, records[: len(items)], items)  # (the first sample's)
+        if sampled is not None:
+            print_sampling_table(summary)
 
 
 def _print_score_tables(summary: dict, records: list[dict], items: list) -> None:
@@ -444,6 +459,39 @@ def browse(
 
 
 # --- end browse -----------------------------------------------------------------------------
+
+# --- probe (owner: probes) ------------------------------------------------------------------
+
+
+@app.command()
+def probe(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (holds results.sqlite)")],
+    budgets: Annotated[str | None, typer.Option(
+        "--budgets", help="thinking budgets to probe, e.g. 32,64,128 (default: 16, 32, 64, ... "
+                          "below each task's longest thinking)")] = None,
+    every: Annotated[int | None, typer.Option(
+        "--every", help="probe every K thinking tokens (Dynasor's interval)")] = None,
+    tokens: Annotated[int, typer.Option(
+        "--tokens", help="new tokens after the answer cue")] = 24,
+    cue: Annotated[str | None, typer.Option(
+        "--cue", help="text after </think> (default: the task's answer cue)")] = None,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", help="the run's spec (default: the one the store records)")] = None,
+) -> None:
+    """Forced-answer probes: each stored trace cut after B thinking tokens, closed, and the
+    answer asked for; stored beside the generations (resumable), shown by `crbench report`."""
+    from crbench.probes import ProbeSettings, parse_budgets, run_probes
+
+    settings = ProbeSettings(budgets=parse_budgets(budgets) if budgets is not None else (),
+                             every=every, cue=cue, max_new_tokens=tokens)
+    summary = run_probes(run_dir, settings, spec=spec)
+    for line in summary.lines():
+        print(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+# --- end probe ------------------------------------------------------------------------------
 
 # --- synth (owner: synth) -------------------------------------------------------------------
 
