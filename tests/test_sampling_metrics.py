@@ -3,8 +3,12 @@ exact binomials (fractions) for every n, c, k up to 30 and for n in the thousand
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -179,3 +183,112 @@ def test_questions_with_fewer_samples_count_only_for_the_k_they_have() -> None:
 def test_no_questions_give_empty_metrics() -> None:
     m = sampling_metrics({}, n_boot=10)
     assert m.n_max == 0 and m.avg.n_questions == 0 and not m.pass_at and not m.maj_at
+
+
+# --- crbench score on outputs with several samples per item ----------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CRBENCH = Path(sys.executable).parent / "crbench"
+MATH500 = FIXTURES / "math500_test.jsonl"
+
+
+def crbench(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CRBENCH), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def math500_answers() -> list[str]:
+    return [json.loads(line)["answer"] for line in MATH500.read_text().splitlines()]
+
+
+def sampled_outputs(path: Path, field: str = "sample") -> Path:
+    """Four samples of every MATH-500 fixture item, in four patterns (item i: pattern i % 4):
+    all right; right twice in a 2-2 tie the wrong answer opened; right once in a three-way tie
+    it opened (the first sample gives no answer); never right."""
+    rows = []
+    for index, answer in enumerate(math500_answers()):
+        right, wrong = f"\\boxed{{{answer}}}", "\\boxed{999}"
+        pattern = [[right] * 4, [wrong, right, right, wrong],
+                   ["I am not sure.", right, "\\boxed{998}", wrong], [wrong] * 4][index % 4]
+        rows += [{"index": index, field: s, "output": out} for s, out in enumerate(pattern)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_score_reports_avg_pass_and_maj_of_several_samples(tmp_path: Path) -> None:
+    outputs = sampled_outputs(tmp_path / "outputs.jsonl")
+    per_item = tmp_path / "per_item.jsonl"
+    done = crbench("score", "--task", "math500", "--data", MATH500, "--outputs", outputs,
+                   "--style", "chat", "--json", "--per-item", per_item)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    n_items = len(math500_answers())
+    assert n_items % 4 == 0  # every pattern equally often: the values below are exact
+    assert (summary["samples_per_item"], summary["items"], summary["n"]) == (4, n_items,
+                                                                            4 * n_items)
+    by_hand = {"avg": (1 + 0.5 + 0.25 + 0) / 4, "1": (1 + 0.5 + 0.25 + 0) / 4,
+               "2": (1 + 5 / 6 + 0.5 + 0) / 4, "4": (1 + 1 + 1 + 0) / 4,
+               "maj4": (1 + 0 + 1 + 0) / 4}
+    assert summary["avg_at_n"]["mean"] == pytest.approx(by_hand["avg"])
+    assert summary["accuracy"] == pytest.approx(by_hand["avg"])  # accuracy is avg@n
+    assert list(summary["pass_at_k"]) == ["1", "2", "4"]
+    for k in ("1", "2", "4"):
+        e = summary["pass_at_k"][k]
+        assert e["mean"] == pytest.approx(by_hand[k]), k
+        assert e["lo"] <= e["mean"] <= e["hi"] and e["items"] == n_items
+    assert list(summary["maj_at_k"]) == ["4"]
+    assert summary["maj_at_k"]["4"]["mean"] == pytest.approx(by_hand["maj4"])
+    records = [json.loads(line) for line in per_item.read_text().splitlines()]
+    assert len(records) == 4 * n_items
+    assert {(r["index"], r["sample"]) for r in records} == {
+        (i, s) for i in range(n_items) for s in range(4)}
+
+
+def test_repeat_is_a_sample_number_and_a_missing_sample_is_no_answer(tmp_path: Path) -> None:
+    outputs = sampled_outputs(tmp_path / "outputs.jsonl", field="repeat")
+    rows = [json.loads(line) for line in outputs.read_text().splitlines()]
+    # Item 0 (all right) loses its last sample: 3 of 4 right now.
+    rows = [r for r in rows if (r["index"], r["repeat"]) != (0, 3)]
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = crbench("score", "--task", "math500", "--data", MATH500, "--outputs", outputs,
+                   "--style", "chat", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    n_items = len(math500_answers())
+    assert summary["missing_output"] == 1
+    full = (1 + 0.5 + 0.25 + 0) / 4
+    assert summary["avg_at_n"]["mean"] == pytest.approx(full - 0.25 / n_items)
+    assert summary["pass_at_k"]["4"]["mean"] == pytest.approx(0.75)  # item 0 still solved
+
+
+def test_the_terminal_table_shows_the_metrics_and_the_trap(tmp_path: Path) -> None:
+    outputs = sampled_outputs(tmp_path / "outputs.jsonl")
+    done = crbench("score", "--task", "math500", "--data", MATH500, "--outputs", outputs,
+                   "--style", "chat")
+    assert done.returncode == 0, done.stderr
+    for text in ("avg@4", "pass@1", "pass@2", "pass@4", "maj@4", "75.0", "not pass@n"):
+        assert text in done.stdout, text
+
+
+@pytest.mark.parametrize(("rows", "place", "message"), [
+    ([{"index": 0, "sample": 0, "output": "x"}, {"index": 1, "output": "y"}], "row 1",
+     "no 'sample' number"),
+    ([{"index": 0, "sample": 0, "output": "x"}, {"index": 0, "sample": 0, "output": "y"}],
+     "row 1", "second output for index 0, sample 0"),
+    ([{"index": 0, "sample": "first", "output": "x"}], "row 0", "sample number"),
+    ([{"index": 0, "sample": -1, "output": "x"}], "row 0", "sample number"),
+    ([{"index": 0, "sample": True, "output": "x"}], "row 0", "sample number"),
+    ([{"index": 0, "sample": 0, "repeat": 0, "output": "x"}], "row 0", "once"),
+    ([{"index": -2, "sample": 0, "output": "x"}], "row 0", "'index'"),
+    ([{"index": 0, "sample": 0, "output": 5}], "row 0", "'output'"),
+    ([{"index": 0, "sample": 0, "output": "x"}, [1, 2]], "row 1", "JSON object"),
+])
+def test_bad_sampled_outputs_are_one_line_errors(tmp_path: Path, rows: list, place: str,
+                                                 message: str) -> None:
+    outputs = tmp_path / "outputs.jsonl"
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = crbench("score", "--task", "math500", "--data", MATH500, "--outputs", outputs)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert str(outputs) in lines[0] and place in lines[0] and message in lines[0], lines[0]

@@ -140,6 +140,12 @@ def score(
         raise InputError(None, "score needs --task, --data and --outputs (or --run RUN_DIR)")
 
     from crbench.score import read_outputs, score_items, summarize
+    from crbench.score_samples import (
+        print_sampling_table,
+        read_sampled_outputs,
+        sampling_summary,
+        score_samples,
+    )
     from crbench.scoring import task_default_style
     from crbench.tasks import get_task
     from crbench.tasks.common import STYLES
@@ -150,8 +156,13 @@ def score(
         raise InputError(None, f"unknown prompt style {style!r}; known: {', '.join(STYLES)}",
                          "--style")
     items = module.load(data, limit=limit, seed=seed, **({"mode": mode} if mode else {}))
-    found = read_outputs(outputs)
-    records = score_items(module, items, found, style)
+    sampled = read_sampled_outputs(outputs)  # rows with sample numbers: avg@n, pass@k, maj@k
+    if sampled is None:
+        found = read_outputs(outputs)
+        records = score_items(module, items, found, style)
+    else:
+        found = {i: out for by_index in sampled.values() for i, out in by_index.items()}
+        records = score_samples(module, items, sampled, style)
     unmatched = sorted(set(found) - {item.index for item in items})
     if unmatched and limit is None:
         print(
@@ -160,6 +171,8 @@ def score(
             file=sys.stderr,
         )
     summary = summarize(module.NAME, records, len(unmatched), style)
+    if sampled is not None:
+        summary.update(sampling_summary(records))
     if per_item is not None:
         try:
             per_item.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -168,7 +181,9 @@ def score(
     if as_json:
         print(json.dumps(summary))
     else:
-        _print_score_tables(summary, records, items)
+        _print_score_tables(summary, records[: len(items)], items)  # (the first sample's)
+        if sampled is not None:
+            print_sampling_table(summary)
 
 
 def _print_score_tables(summary: dict, records: list[dict], items: list) -> None:
