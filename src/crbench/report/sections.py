@@ -16,6 +16,7 @@ from crbench.report import (
     knowledge,
     main_results,
     paired,
+    probes,
     samples,
     thinking,
 )
@@ -29,6 +30,7 @@ SECTIONS: list[SectionBuilder] = [
     compute.build,  # Test-time compute: tokens, thinking vs answer, length vs correctness
     paired.build,  # Paired comparison with the parent: flips, McNemar, paired deltas
     thinking.build,  # Thinking: budget curves, first correct answer, hesitation, length growth
+    probes.build,  # Probes: forced-answer probe curves, s1 metrics, Dynasor stop (when probed)
     knowledge.build,  # Knowledge vs reasoning: closed vs open book
     cost.build,  # Cost per correct answer
     failures.build,  # Failures: generations that failed after all retries
