@@ -88,30 +88,48 @@ def awq(w: torch.Tensor, stats: torch.Tensor, *, bits: int, group_size: int | No
     return rtn_module.rtn(w, bits=bits, group_size=group_size, sym=sym)
 
 
+def submodule(layer: nn.Module, name: str) -> nn.Module:
+    try:
+        return layer.get_submodule(name)
+    except AttributeError:
+        raise InputError(None, "AWQ supports Llama-style decoder layers (self_attn.q/k/v/o_proj, "
+                         "mlp.gate/up/down_proj, input_layernorm, post_attention_layernorm); "
+                         f"this layer has no {name}") from None
+
+
+def linears_of(layer: nn.Module) -> dict[str, nn.Linear]:
+    """The layer's seven linear layers by their names within it (`INPUT_OF`'s keys)."""
+    found = {}
+    for name in INPUT_OF:
+        module = submodule(layer, name)
+        if not isinstance(module, nn.Linear):
+            raise InputError(None, f"AWQ: {name} is a {type(module).__name__}, not a linear "
+                             "layer")
+        found[name] = module
+    return found
+
+
 def smoothing_groups(layer: nn.Module, layer_kwargs: dict[str, Any]) -> list[SmoothGroup]:
     """The four smoothing groups of a Llama-style decoder layer (v -> o only where it folds)."""
-    try:
-        attn, mlp = layer.self_attn, layer.mlp
-        q, k, v, o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
-        gate, up, down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
-        norms = layer.input_layernorm, layer.post_attention_layernorm
-    except AttributeError as exc:
-        raise InputError(None, "AWQ supports Llama-style decoder layers (self_attn.q/k/v/o_proj, "
-                         f"mlp.gate/up/down_proj, two norms); this layer has no {exc.name}") \
-            from None
+    linear = linears_of(layer)
+    attn, mlp = submodule(layer, "self_attn"), submodule(layer, "mlp")
+    norms = submodule(layer, "input_layernorm"), submodule(layer, "post_attention_layernorm")
+    v, o, up = linear["self_attn.v_proj"], linear["self_attn.o_proj"], linear["mlp.up_proj"]
 
     def attention(x: torch.Tensor) -> torch.Tensor:
         kwargs = {k: v for k, v in layer_kwargs.items() if k != "hidden_states"}
         out = attn(hidden_states=x, **kwargs)
         return out[0] if isinstance(out, tuple) else out
 
-    groups = [SmoothGroup("attn_in", norms[0], {"self_attn.q_proj": q, "self_attn.k_proj": k,
-                                                "self_attn.v_proj": v}, attention)]
+    def pick(*names: str) -> dict[str, nn.Linear]:
+        return {name: linear[name] for name in names}
+
+    groups = [SmoothGroup("attn_in", norms[0], pick("self_attn.q_proj", "self_attn.k_proj",
+                                                    "self_attn.v_proj"), attention)]
     if v.weight.shape == o.weight.shape:  # v's output channels are o's inputs, one to one
-        groups.append(SmoothGroup("v_o", v, {"self_attn.o_proj": o}, o))
-    groups.append(SmoothGroup("mlp_in", norms[1], {"mlp.gate_proj": gate, "mlp.up_proj": up},
-                              mlp))
-    groups.append(SmoothGroup("up_down", up, {"mlp.down_proj": down}, down))
+        groups.append(SmoothGroup("v_o", v, pick("self_attn.o_proj"), o))
+    groups.append(SmoothGroup("mlp_in", norms[1], pick("mlp.gate_proj", "mlp.up_proj"), mlp))
+    groups.append(SmoothGroup("up_down", up, pick("mlp.down_proj"), linear["mlp.down_proj"]))
     return groups
 
 
@@ -205,12 +223,12 @@ def search_scale(group: SmoothGroup, x: torch.Tensor, grids: dict[str, WeightGri
 def fold(group: SmoothGroup, s: torch.Tensor) -> None:
     """Scale the linears' input columns by s and the operation before them down by s."""
     prev = group.prev
-    weight = prev.weight
+    weight = prev.get_parameter("weight")
     if isinstance(prev, nn.Linear):
         weight.data = (weight.data.float() / s.unsqueeze(1)).to(weight.dtype)
     else:
         weight.data = (weight.data.float() / s).to(weight.dtype)
-    bias = getattr(prev, "bias", None)
+    bias = prev.get_parameter("bias") if getattr(prev, "bias", None) is not None else None
     if bias is not None:
         bias.data = (bias.data.float() / s).to(bias.dtype)
     for linear in group.linears.values():
@@ -267,8 +285,7 @@ def smooth_layer(layer: nn.Module, hidden: list[torch.Tensor], layer_kwargs: dic
     the search, still scaled, which changes nothing it computes)."""
     x = torch.cat(hidden)
     groups = smoothing_groups(layer, layer_kwargs)
-    linears = {name: linear for group in groups for name, linear in group.linears.items()}
-    linears["self_attn.o_proj"] = layer.self_attn.o_proj  # clipped even where v -> o is not
+    linears = linears_of(layer)  # o_proj is clipped even where v -> o is not smoothed
     points = {name: linears[name] for name in INPUT_OF.values()}
     inputs = capture_inputs(layer, x, layer_kwargs, points)
     record: dict[str, Any] = {}

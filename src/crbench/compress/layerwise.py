@@ -40,7 +40,8 @@ class _StopForward(Exception):
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The model's stack of decoder layers: the ModuleList as long as num_hidden_layers."""
     config = model.config
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text_config = getattr(config, "get_text_config", None)  # multimodal: the language model's
+    config = text_config() if callable(text_config) else config
     count = getattr(config, "num_hidden_layers", None)
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
