@@ -179,3 +179,57 @@ def test_hf_min_thinking_replaces_an_early_close_by_wait(engine):
     plain = dict(engine.generate([FEW_SHOT], SamplingParams(max_new_tokens=40)))[0]
     assert thinking_length(engine, plain.token_ids) < 16  # without it, it does close early
     assert "thinking" not in plain.extra
+
+
+# --- the OpenAI-compatible engine against a real `transformers serve` -------------------------
+
+
+@pytest.fixture(scope="module")
+def server(demo_model):
+    from test_engine_openai import free_port, start_server, stop
+
+    port = free_port()
+    process = start_server(demo_model, port)
+    yield f"http://127.0.0.1:{port}/v1"
+    stop(process)
+
+
+@pytest.mark.slow
+def test_openai_two_stage_completions_keep_the_budget(server, demo_model, engine):
+    remote = make_engine("openai", str(demo_model), base_url=server, concurrency=2)
+    budget = 12
+    prompts = [OPEN_ENDED, FEW_SHOT, [{"role": "user", "content": "Tell a long story about a dragon."}]]
+    # a chat prompt reaches /completions through the local chat template, prefilled with <think>
+    chat_prefilled = remote.completion_text(prompts[2]) + "<think>\n"
+    prompts[2] = chat_prefilled
+    params = SamplingParams(max_new_tokens=40, thinking_budget=budget)
+    results = dict(remote.generate(prompts, params))
+    assert sorted(results) == [0, 1, 2]
+    forced = 0
+    for i, gen in results.items():
+        record = gen.extra["thinking"]
+        local = engine.tokenizer(gen.text, add_special_tokens=False)["input_ids"]
+        assert thinking_length(engine, local) <= budget, i  # counted again from the text
+        assert thinking_length(engine, gen.token_ids) <= budget, i
+        assert gen.completion_tokens == len(gen.token_ids) <= 40
+        if record["forced_close"]:
+            forced += 1
+            assert record["thinking_tokens"] == budget
+            assert gen.token_ids[budget:budget + len(close_ids(engine))] == close_ids(engine)
+            assert gen.extra["requests"] >= 2
+            assert "</think>" + ANSWER_CUE in gen.text
+    assert forced >= 2, [(g.text, g.extra) for g in results.values()]
+    # the first request of the open-ended prompt is the hf engine's greedy thinking, cut at the
+    # budget: the same 12 tokens
+    local_gen = dict(engine.generate([OPEN_ENDED], params))[0]
+    assert results[0].token_ids[:budget] == local_gen.token_ids[:budget]
+
+
+@pytest.mark.slow
+def test_openai_min_thinking_says_wait(server, demo_model, engine):
+    remote = make_engine("openai", str(demo_model), base_url=server)
+    gen = dict(remote.generate([FEW_SHOT], SamplingParams(max_new_tokens=40, min_thinking=16)))[0]
+    record = gen.extra["thinking"]
+    assert record["waits"] >= 1 and WAIT_TEXT in gen.text
+    assert thinking_length(engine, gen.token_ids) >= 16
+    assert gen.extra["requests"] >= 2

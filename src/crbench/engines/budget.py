@@ -192,7 +192,8 @@ def replay(control: ThinkingControl, tokens: list[int], new: list[int]) -> bool:
     """Feed a request's tokens through the control, as if sampled one by one; at its first edit
     apply it (the rest of the request is dropped) and say True. With no `new` tokens, the last
     token of `tokens` is the one checked."""
-    for token in new or [None]:
+    checks: list[int | None] = list(new) or [None]
+    for token in checks:
         if token is not None:
             tokens.append(token)
         edit = control.step(tokens)

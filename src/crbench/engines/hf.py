@@ -136,7 +136,8 @@ class HFEngine:
         tokens; each group gets its own cache and its first sampled token."""
         import torch
 
-        groups, group = [], []
+        groups: list[list[int]] = []
+        group: list[int] = []
         for i in indices:  # longest first, so the first prompt of a group sets its width
             width = len(encoded[group[0]]) if group else len(encoded[i])
             if group and (len(group) + 1) * width > self.prefill_tokens:

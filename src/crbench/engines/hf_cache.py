@@ -55,7 +55,8 @@ class BatchKV:
         self.start = 0
         self.width = 0
 
-    def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any):
+    def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any
+               ) -> tuple[Any, Any]:
         import torch
 
         if layer_idx == len(self.keys):  # first forward of a prefill: allocate the buffers
@@ -112,12 +113,12 @@ class BatchKV:
             mine = [(r, slot) for g, r, slot in arrivals if g is group]
             if not mine:
                 continue
-            source = torch.tensor([r for r, _ in mine], device=group.keys[0].device)
-            target = torch.tensor([slot for _, slot in mine], device=group.keys[0].device)
+            rows_from = torch.tensor([r for r, _ in mine], device=group.keys[0].device)
+            slots_to = torch.tensor([slot for _, slot in mine], device=group.keys[0].device)
             columns = slice(self.width - group.width, self.width)
             for buffer, new in zip(self.keys + self.values, group.keys + group.values,
                                    strict=True):
-                buffer[target, :, columns] = new.index_select(0, source)[:, :, :group.width]
+                buffer[slots_to, :, columns] = new.index_select(0, rows_from)[:, :, :group.width]
 
     def make_room(self, max_new_tokens: int, like: BatchKV | None = None) -> None:
         """Before a step: attention starts at the first column a row uses, and there is a
