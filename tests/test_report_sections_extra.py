@@ -248,3 +248,16 @@ def test_no_breakdown_section_without_recorded_groups(tmp_path: Path) -> None:
     rep = report.build_report(load_results(run, n_boot=100), tmp_path / "out",
                               with_figures=False)
     assert BREAKDOWN_TITLE not in section_titles(rep)
+
+
+def test_pass_at_k_figure_draws_every_variant(tmp_path: Path) -> None:
+    from crbench.report.figures import Figures
+    from crbench.report.samples import draw_pass_at_k, sampled_cells
+
+    results = load_results(sampled_run(tmp_path / "run", repeats=4), n_boot=100)
+    cells = sampled_cells(results)
+    plot = draw_pass_at_k(Figures(results, tmp_path / "figures"), cells)
+    assert plot.png.stat().st_size > 5000
+    svg = plot.svg.read_text()
+    assert "r1-gptq4" in svg and "aime24" in svg
+    assert "folio" not in svg  # one sample per item there: no panel

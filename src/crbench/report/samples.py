@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from crbench import analysis as an
 from crbench.analysis import Estimate
 from crbench.report.context import ReportContext
-from crbench.report.document import Column, Section, Table, col, make_table, shown
+from crbench.report.document import Column, Plot, Section, Table, col, make_table, shown
+from crbench.report.figures import Figures, mpl_text
 from crbench.report.fmt import CsvValue, estimate_fields, with_ci
 from crbench.report.results import EMPTY, ResultSet, TaskInfo
 from crbench.sampling_metrics import Attempt, SamplingMetrics, sampling_metrics
@@ -102,8 +103,42 @@ def build_samples(cells: list[SampledCell]) -> Table:
     return make_table("samples", "avg@n, pass@k and maj@k", columns, cells, NOTE)
 
 
+def draw_pass_at_k(figs: Figures, cells: list[SampledCell]) -> Plot:
+    """pass@k against k, one panel per task, one line per variant; maj@k as open markers."""
+    tasks = list(dict.fromkeys(c.task for c in cells))
+    with figs.style():
+        fig, axes = figs.new(len(tasks))
+        for ax, task in zip(axes, tasks, strict=False):
+            ks: set[int] = set()
+            for c in (c for c in cells if c.task == task):
+                colour = figs.colour[c.variant]
+                points = sorted(c.metrics.pass_at.items())
+                ks.update(k for k, _ in points)
+                x = [k for k, _ in points]
+                ax.fill_between(x, [100 * e.lo for _, e in points],
+                                [100 * e.hi for _, e in points], color=colour, alpha=0.15,
+                                linewidth=0)
+                ax.plot(x, [100 * e.mean for _, e in points], color=colour, marker="o",
+                        label=mpl_text(c.variant))
+                maj = sorted(c.metrics.maj_at.items())
+                ax.plot([k for k, _ in maj], [100 * e.mean for _, e in maj], color=colour,
+                        marker="s", markerfacecolor="none", linestyle="none")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(ks), [str(k) for k in sorted(ks)])
+            ax.minorticks_off()
+            ax.set_ylim(-3, 103)
+            ax.set_title(mpl_text(task.title))
+            ax.set_xlabel("k (samples)")
+        axes[0].set_ylabel("%")
+        axes[0].legend(loc="lower right")
+    return figs.save(fig, "pass_at_k", "pass@k against k",
+                     "Unbiased pass@k (lines; shaded: 95% bootstrap interval over questions) and "
+                     "maj@k (open squares), one panel per task. pass@1 is avg@n.")
+
+
 def build(ctx: ReportContext) -> Section | None:
     cells = sampled_cells(ctx.results)
     if not cells:
         return None
-    return Section(TITLE, TEXT, shown(build_samples(cells)))
+    plot = ctx.figure(lambda figs: draw_pass_at_k(figs, cells))
+    return Section(TITLE, TEXT, shown(build_samples(cells), plot))
