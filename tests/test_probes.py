@@ -385,3 +385,15 @@ def test_sigkill_midway_then_resume_gives_the_same_probes(
     before, made = map(int, found.groups())
     assert before >= at_kill and before + made == total, line
     assert probe_rows(killed) == probe_rows(reference)
+
+
+def test_a_chat_prompt_is_rendered_as_the_engine_encodes_it(demo_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from crbench.engines.prompts import encode_prompt
+    from crbench.probes import chat_text
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_model)
+    messages = [{"role": "user", "content": "What is 5 times 5?"}]
+    assert encode_prompt(tokenizer, chat_text(tokenizer, messages)) == encode_prompt(
+        tokenizer, messages)

@@ -184,13 +184,14 @@ def targets_of(run: RunData, plan: Plan, tokenizers: Mapping[str, Tokenize | Non
                out: ProbePlan) -> list[Target]:
     variants = {v.label: v for v in plan.variants}
     tasks = {t.label: t for t in plan.tasks}
+    items = {(t.label, i.index): i for t in plan.tasks for i in t.items}
     targets = []
     for stored in run.rows:
         g = stored.generation
         if stored.superseded or stored.score is None:
             continue
         variant, task = variants.get(g.variant), tasks.get(g.task)
-        item = next((i for i in task.items if i.index == g.item_index), None) if task else None
+        item = items.get((g.task, g.item_index))
         if variant is None or task is None or item is None or str(item.id) != g.item_id:
             out.without_item += 1
             continue

@@ -20,7 +20,7 @@ INTRO = ("Forced-answer probes (`crbench probe`): each stored trace cut after B 
          "then `</think>` and the answer cue, and a few greedy new tokens by the variant's own "
          "model, graded by the task's scorer as a finished answer (s1, arXiv 2501.19393; "
          "Dynasor, arXiv 2412.20993). A trace whose thinking is no longer than B counts its "
-         "own answer (a truncated one: its probe at its full length). See docs/thinking.md.")
+         "own answer (a truncated one: its probe at its full length). See docs/probes.md.")
 
 
 def ordered(r: ResultSet, variant: str, task: str) -> tuple[int, int]:
