@@ -397,3 +397,19 @@ def test_a_chat_prompt_is_rendered_as_the_engine_encodes_it(demo_model: Path) ->
     messages = [{"role": "user", "content": "What is 5 times 5?"}]
     assert encode_prompt(tokenizer, chat_text(tokenizer, messages)) == encode_prompt(
         tokenizer, messages)
+
+
+def test_bad_probe_input_is_one_line(tmp_path: Path) -> None:
+    from crbench.probes import run_probes
+
+    run = build_store(tmp_path)  # written without `crbench run`: no spec recorded
+    with pytest.raises(InputError, match="does not record its spec; pass --spec"):
+        run_probes(run, ProbeSettings())
+    for args in (["--budgets", "64,abc"], ["--every", "8", "--budgets", "8"]):
+        proc = subprocess.run([sys.executable, "-m", "crbench.cli", "probe", str(run), *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "crbench.cli", "probe", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no results store" in proc.stderr, proc.stderr
