@@ -261,3 +261,17 @@ def test_pass_at_k_figure_draws_every_variant(tmp_path: Path) -> None:
     svg = plot.svg.read_text()
     assert "r1-gptq4" in svg and "aime24" in svg
     assert "folio" not in svg  # one sample per item there: no panel
+
+
+def test_level_figure_has_a_line_per_variant_and_no_subject_panel(broken_down,
+                                                                   tmp_path: Path) -> None:
+    from crbench.report.breakdown import breakdowns, draw_levels
+    from crbench.report.figures import Figures
+
+    run, _ = broken_down
+    results = load_results(run, n_boot=100)
+    plot = draw_levels(Figures(results, tmp_path / "figures"), breakdowns(results))
+    assert plot is not None and plot.png.stat().st_size > 5000
+    svg = plot.svg.read_text()
+    assert "r1-gptq4" in svg and "level" in svg
+    assert "Algebra" not in svg  # subjects are not numbers: a table only

@@ -17,7 +17,8 @@ from crbench.analysis import Estimate
 from crbench.errors import InputError
 from crbench.records import StoredGeneration
 from crbench.report.context import ReportContext
-from crbench.report.document import Column, Section, Table, col, make_table, shown
+from crbench.report.document import Column, Plot, Section, Table, col, make_table, shown
+from crbench.report.figures import Figures, mpl_text
 from crbench.report.fmt import estimate_fields, with_ci
 from crbench.report.render import slug
 from crbench.report.results import EMPTY, ResultSet, TaskInfo
@@ -129,9 +130,41 @@ def build_breakdown(r: ResultSet, b: Breakdown, number: int) -> Table:
     return make_table(name, f"{b.task.title}: accuracy by {b.field}", columns, b.groups)
 
 
+def draw_levels(figs: Figures, found: list[Breakdown]) -> Plot | None:
+    """Accuracy against each numeric group field (MATH-500's level), one panel per task and
+    field, one line per variant with its 95% interval shaded."""
+    numeric = [b for b in found if all(order(g.value)[0] == 0 for g in b.groups)]
+    if not numeric:
+        return None
+    with figs.style():
+        fig, axes = figs.new(len(numeric))
+        for ax, b in zip(axes, numeric, strict=False):
+            for variant in figs.results.with_data:
+                points = [(float(g.value), g.accuracy[variant]) for g in b.groups
+                          if variant in g.accuracy]
+                if not points:
+                    continue
+                x = [p[0] for p in points]
+                colour = figs.colour[variant]
+                ax.fill_between(x, [100 * e.lo for _, e in points],
+                                [100 * e.hi for _, e in points], color=colour, alpha=0.12,
+                                linewidth=0)
+                ax.plot(x, [100 * e.mean for _, e in points], color=colour, marker="o",
+                        label=mpl_text(variant))
+            ax.set_xticks([float(g.value) for g in b.groups], [str(g.value) for g in b.groups])
+            ax.set_ylim(-3, 103)
+            ax.set_title(mpl_text(b.task.title))
+            ax.set_xlabel(mpl_text(b.field))
+        axes[0].set_ylabel("accuracy (%)")
+        axes[0].legend(loc="lower left")
+    return figs.save(fig, "breakdown_levels", "Accuracy by level",
+                     "Accuracy within each level (or other numeric group) of a task; shaded: "
+                     "95% bootstrap interval.")
+
+
 def build(ctx: ReportContext) -> Section | None:
     found = breakdowns(ctx.results)
     if not found:
         return None
     tables = [build_breakdown(ctx.results, b, i + 1) for i, b in enumerate(found)]
-    return Section(TITLE, TEXT, shown(*tables))
+    return Section(TITLE, TEXT, shown(*tables, ctx.figure(lambda f: draw_levels(f, found))))
