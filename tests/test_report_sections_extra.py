@@ -275,3 +275,38 @@ def test_level_figure_has_a_line_per_variant_and_no_subject_panel(broken_down,
     svg = plot.svg.read_text()
     assert "r1-gptq4" in svg and "level" in svg
     assert "Algebra" not in svg  # subjects are not numbers: a table only
+
+
+# --- a real run ------------------------------------------------------------------------------
+
+MATH500_FIXTURE = Path(__file__).parent / "fixtures" / "math500_test.jsonl"
+
+
+@pytest.mark.slow
+def test_a_real_run_with_repeats_and_n_shows_both_sections(tmp_path: Path) -> None:
+    """The demo model samples each of 4 MATH-500 items 2 x 2 times (repeats x n): the runner
+    stores the groups the task records, and the report shows 4 samples per item."""
+    import io
+
+    from crbench import runner
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[models.smol]\nsource = "demo"\nbatch_size = 4\n\n'
+        f'[[tasks]]\ntask = "math500"\npath = "{MATH500_FIXTURE}"\nlimit = 4\n\n'
+        "[sampling]\ntemperature = 0.8\nmax_new_tokens = 8\nrepeats = 2\nn = 2\n",
+        encoding="utf-8")
+    run = tmp_path / "run"
+    runner.run(spec, run, stream=io.StringIO())
+    rep, written = report.write_report(run, run / "report", ("csv",), n_boot=200)
+    assert SAMPLES_TITLE in section_titles(rep) and BREAKDOWN_TITLE in section_titles(rep)
+    [row] = read_csv(written["csv"] / "samples.csv")
+    assert (row["samples_min"], row["samples_max"], row["questions"]) == ("4", "4", "4")
+    assert {"pass_at_1_pct", "pass_at_2_pct", "pass_at_4_pct", "maj_at_4_pct"} <= set(row)
+    items = {r.generation.item_index for r in load_results(run, n_boot=10).run.rows}
+    fixture = [json.loads(line) for line in MATH500_FIXTURE.read_text().splitlines()]
+    levels = [fixture[i]["level"] for i in sorted(items)]
+    by_level = read_csv(written["csv"] / "breakdown_2_math500_level.csv")
+    assert [int(r["level"]) for r in by_level] == sorted(set(levels))
+    assert [int(r["questions"]) for r in by_level] == [levels.count(v)
+                                                       for v in sorted(set(levels))]
