@@ -51,9 +51,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crbench.errors import InputError
 
@@ -62,8 +69,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENGINES = ("hf", "openai", "vllm", "llamacpp")
-STYLES = ("completion", "chat", "direct")
 # Engine options that change how fast outputs arrive but not what they are: left out of the key.
 THROUGHPUT_OPTIONS = frozenset({
     "batch_size", "concurrency", "api_key_env", "timeout_s", "max_attempts", "backoff_s",
@@ -76,6 +81,13 @@ THROUGHPUT_OPTIONS = frozenset({
 ITEM_SELECTION_OPTIONS = frozenset({"path", "limit", "seed"})
 
 
+def one_of(value: str, known: tuple[str, ...]) -> str:
+    """`value` if it is one of `known` (a registry's keys), else pydantic's kind of message."""
+    if value not in known:
+        raise ValueError(f"Input should be {', '.join(map(repr, known[:-1]))} or {known[-1]!r}")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -86,11 +98,18 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     source: str = Field(min_length=1)
-    engine: Literal["hf", "openai", "vllm", "llamacpp"] = "hf"
+    engine: str = "hf"  # a key of the engine registry, `crbench.engines.ENGINES`
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, value: str) -> str:
+        from crbench.engines import ENGINES
+
+        return one_of(value, tuple(ENGINES))
 
     @model_validator(mode="after")
     def _server_needs_model_name(self) -> ModelSpec:
@@ -119,7 +138,7 @@ class TaskSpec(Strict):
     path: str | None = None
     limit: int | None = Field(default=None, ge=1)
     seed: int = 0
-    style: Literal["completion", "chat", "direct"] = "completion"
+    style: str = "completion"  # a prompt style of `crbench.tasks.common.STYLES`
     shots: int = Field(default=0, ge=0, le=16)  # few-shot examples (generated families only)
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the task's `load`
 
@@ -139,6 +158,13 @@ class TaskSpec(Strict):
         if kept.get("label") in (None, "") and "task" in kept:
             kept["label"] = kept["task"]
         return kept
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, value: str) -> str:
+        from crbench.tasks.common import STYLES
+
+        return one_of(value, STYLES)
 
     @property
     def task_id(self) -> str:
