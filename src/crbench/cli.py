@@ -105,7 +105,8 @@ def score(
     ] = None,
     outputs: Annotated[
         Path | None,
-        typer.Option("--outputs", help='folder of N.txt, or JSONL of {"index", "output"}'),
+        typer.Option("--outputs", help='folder of N.txt, or JSONL of {"index", "output"} '
+                     '(with "sample": S, several samples per item: avg@n, pass@k, maj@k)'),
     ] = None,
     per_item: Annotated[
         Path | None, typer.Option("--per-item", help="write one JSON line per item here")
