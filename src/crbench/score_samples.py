@@ -5,8 +5,8 @@ A JSONL outputs file holds several samples per item when its rows carry a sample
 (the other fields as in `crbench.score`). Each sample number is scored like a file of its own:
 every item gets one record per sample number present in the file, and a sample an item lacks
 counts as no answer, as a missing item does for single outputs. The summary adds avg@n, pass@k
-and maj@k with 95% bootstrap intervals over items (`crbench.sampling_metrics`); its `accuracy`
-is avg@n, the mean over all samples.
+and maj@k with 95% bootstrap intervals over items (`crbench.sampling_metrics`); its `n` and
+counts are over (item, sample) records, so its `accuracy` is avg@n, the mean over all samples.
 """
 
 from __future__ import annotations
