@@ -25,7 +25,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # `crbench --help` lists the commands in pipeline order; commands not named here come last.
 PIPELINE_ORDER = ("demo", "compress", "distill", "run", "merge", "score", "export", "report",
-                  "browse", "probe", "importance", "ppl", "synth", "convert", "demo-model", "env")
+                  "browse", "probe", "importance", "protect", "ppl", "synth", "convert",
+                  "demo-model", "env")
 
 
 class PipelineOrder(TyperGroup):
@@ -493,6 +494,88 @@ def probe(
 
 
 # --- end probe ------------------------------------------------------------------------------
+
+# --- importance, protect (owner: F2) --------------------------------------------------------
+
+
+@app.command()
+def importance(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (holds results.sqlite)")],
+    variant: Annotated[str | None, typer.Option(
+        "--variant", help="whose traces and model (default: the run's root variant)")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="load this model instead of the one the store records")] = None,
+    parent: Annotated[str | None, typer.Option(
+        "--parent", help="a variant or model measured on the same traces: shift = parent - "
+                         "this")] = None,
+    traces: Annotated[int, typer.Option("--traces", help="traces per task")] = 30,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", help="prompt + trace tokens kept per trace")] = 1024,
+    validate_layers: Annotated[str | None, typer.Option(
+        "--validate-layers", help="layers swept one module at a time: 0,15,-1 | all | none "
+                                  "(default: first, middle, last)")] = None,
+    bits: Annotated[int, typer.Option("--bits", help="bits of the validation sweep")] = 3,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="folder (default: RUN_DIR/importance/VARIANT)")] = None,
+    protect_budget: Annotated[str | None, typer.Option(
+        "--protect", help="also write a recipe keeping this share of weights dense, e.g. 2%")
+    ] = None,
+    recipe_out: Annotated[Path | None, typer.Option(
+        "--recipe-out", help="where --protect writes its recipe (TOML)")] = None,
+    method: Annotated[str, typer.Option("--method", help="the recipe's method")] = "rtn",
+) -> None:
+    """Which linear modules carry reasoning: behaviour spans of the stored traces (rule
+    labeller), difference-of-means directions and attribution patching per module, checked
+    by quantizing one module at a time (Spearman's rho)."""
+    from crbench.importance_output import summary_lines, variant_folder, write_outputs
+    from crbench.importance_run import ImportanceSettings, run_importance
+
+    if protect_budget is not None and recipe_out is None:
+        raise InputError(None, "--protect needs --recipe-out FILE.toml", "--recipe-out")
+    settings = ImportanceSettings(variant=variant, model=model, parent=parent, per_task=traces,
+                                  max_tokens=max_tokens, validate_layers=validate_layers,
+                                  bits=bits, device=device)
+    result = run_importance(run_dir, settings)
+    folder = out or variant_folder(run_dir, result.variant)
+    write_outputs(result, folder)
+    for line in summary_lines(result, folder):
+        print(line)
+    if protect_budget is not None and recipe_out is not None:
+        _write_protect(folder / "importance.json", protect_budget, recipe_out, method, bits,
+                       None, "all")
+
+
+def _write_protect(source: Path, budget: str, out: Path, method: str, bits: int,
+                   group_size: int | None, by: str, calib: str | None = None) -> None:
+    from crbench.importance_io import read_importance
+    from crbench.protect import comparison_lines, parse_budget, protect, recipe_toml, write_recipe
+
+    result = read_importance(source)
+    plan = protect(result, parse_budget(budget), by)
+    write_recipe(recipe_toml(plan, method=method, bits=bits, group_size=group_size, calib=calib,
+                             source=str(source)), out)
+    for line in comparison_lines(result, plan, bits):
+        print(line)
+    print(f"recipe: {out}")
+
+
+@app.command()
+def protect(
+    importance_file: Annotated[Path, typer.Argument(help="importance.json (or its folder)")],
+    budget: Annotated[str, typer.Option("--budget", help="share of weights kept dense: 2%")],
+    out: Annotated[Path, typer.Option("--out", help="the recipe to write (TOML)")],
+    method: Annotated[str, typer.Option("--method")] = "rtn",
+    bits: Annotated[int, typer.Option("--bits")] = 3,
+    group_size: Annotated[int | None, typer.Option("--group-size")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="calibration text")] = None,
+    by: Annotated[str, typer.Option("--by", help="importance column: all or a behaviour")
+                  ] = "all",
+) -> None:
+    """A recipe that keeps the most important modules per weight dense, within the budget; and
+    the share the paper's keep-last-MLP choice keeps, for a comparison at equal bits."""
+    _write_protect(importance_file, budget, out, method, bits, group_size, by, calib)
+
 
 # --- synth (owner: synth) -------------------------------------------------------------------
 

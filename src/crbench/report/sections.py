@@ -13,6 +13,7 @@ from crbench.report import (
     curves,
     examples,
     failures,
+    importance,
     knowledge,
     main_results,
     paired,
@@ -31,6 +32,7 @@ SECTIONS: list[SectionBuilder] = [
     paired.build,  # Paired comparison with the parent: flips, McNemar, paired deltas
     thinking.build,  # Thinking: budget curves, first correct answer, hesitation, length growth
     probes.build,  # Probes: forced-answer probe curves, s1 metrics, Dynasor stop (when probed)
+    importance.build,  # Module importance: which modules carry reasoning (when measured)
     knowledge.build,  # Knowledge vs reasoning: closed vs open book
     cost.build,  # Cost per correct answer
     failures.build,  # Failures: generations that failed after all retries
