@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from torch import nn
 from crbench.cues import TARGET_BEHAVIOURS
 from crbench.importance_labels import TraceLabels, labelled_text
 from crbench.records import GenerationRecord
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 LEAD = 5  # tokens before a span's start that count to it (the study's choice)
 ALL = "all"  # the key of the behaviours' mean importance
@@ -114,7 +117,7 @@ class OutputCapture:
     """Forward hooks that keep each linear module's output (and, when gradients are on, make
     it keep its gradient). Used as a context manager so the hooks always come off."""
 
-    def __init__(self, model: nn.Module, modules: Sequence[LinearModule], grads: bool):
+    def __init__(self, model: PreTrainedModel, modules: Sequence[LinearModule], grads: bool):
         self.model, self.modules, self.grads = model, modules, grads
         self.outputs: dict[str, torch.Tensor] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -192,7 +195,7 @@ def _accumulate(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -
     sums[name] = sums[name] + value if name in sums else value
 
 
-def collect_means(model: nn.Module, modules: Sequence[LinearModule],
+def collect_means(model: PreTrainedModel, modules: Sequence[LinearModule],
                   traces: Sequence[TokenTrace], device: torch.device) -> Means:
     means = Means()
     with torch.no_grad(), OutputCapture(model, modules, grads=False) as capture:
@@ -221,7 +224,7 @@ class Attribution:
                                                                                     0), 1)
 
 
-def attribute(model: nn.Module, modules: Sequence[LinearModule], traces: Sequence[TokenTrace],
+def attribute(model: PreTrainedModel, modules: Sequence[LinearModule], traces: Sequence[TokenTrace],
               directions: dict[str, dict[str, torch.Tensor]], device: torch.device) -> Attribution:
     result = Attribution()
     with OutputCapture(model, modules, grads=True) as capture:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crbench.errors import InputError
 
-FORMAT = "crbench-importance"
+FORMAT: Literal["crbench-importance"] = "crbench-importance"
 IMPORTANCE_FILE = "importance.json"
 
 

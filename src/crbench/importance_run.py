@@ -22,7 +22,6 @@ import torch
 from crbench.cues import TARGET_BEHAVIOURS
 from crbench.errors import InputError
 from crbench.importance import (
-    ALL,
     LinearModule,
     TokenTrace,
     attribute,
@@ -149,7 +148,8 @@ def run_importance(run_dir: str | Path, settings: ImportanceSettings, *,
         raise InputError(run.path, f"no behaviour was found in the {len(traces)} traces of "
                                    f"{variant!r} (nothing to attribute)")
     seconds = {"importance": main.seconds}
-    validation, increases = None, {}
+    validation: Validation | None = None
+    increases: dict[str, dict[str, float]] = {}
     layers = parse_layers(settings.validate_layers, 1 + max(m.layer for m in main.modules))
     if layers:
         print(f"validating: {len(layers) * 7} modules at {settings.bits} bits", file=stream,

@@ -125,7 +125,7 @@ def recipe_toml(plan: ProtectPlan, *, method: str, bits: int, group_size: int | 
         data["group_size"] = group_size
     if calib is not None:
         data["calib"] = calib
-    parse_recipe(data, "--method")  # a method or setting it cannot take: one InputError now
+    parse_recipe(data)  # a method or setting it cannot take: one InputError now
     return text
 
 

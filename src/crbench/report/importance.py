@@ -9,6 +9,7 @@ the paper's keep-last-MLP share (equal effective bits) and at 2%.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -43,6 +44,13 @@ def share(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def importance_column(key: str) -> Column[ModuleRow]:
+    def value(r: ModuleRow) -> float:
+        return r.importance.get(key, 0.0)
+
+    return col(f"{key} %", key, value, share)
+
+
 def top_table(result: ImportanceResult, index: int) -> Table:
     keys = [ALL, *result.behaviours]
     swept = any(r.loss_increase for r in result.modules)
@@ -50,8 +58,7 @@ def top_table(result: ImportanceResult, index: int) -> Table:
         col("module", "module", lambda r: r.name),
         col("params", "params", lambda r: r.params, lambda v: num(v)),
     ]
-    columns += [col(f"{k} %", k, (lambda r, k=k: r.importance.get(k)), lambda v: share(v or 0))
-                for k in keys]
+    columns += [importance_column(k) for k in keys]
     if swept:
         columns.append(col("loss +", "loss_increase_all",
                            lambda r: (r.loss_increase or {}).get(ALL), lambda v: num(v, 3)))
@@ -128,6 +135,13 @@ def draw_heatmaps(figs: Figures, result: ImportanceResult, index: int) -> Plot:
                      "Relative importance per behaviour (brighter: more); each panel sums to 1.")
 
 
+def heatmaps_of(result: ImportanceResult, index: int) -> Callable[[Figures], Plot | None]:
+    def draw(figs: Figures) -> Plot | None:
+        return draw_heatmaps(figs, result, index)
+
+    return draw
+
+
 def build(ctx: ReportContext) -> Section | None:
     results = found(ctx.results.path.parent)
     if not results:
@@ -135,5 +149,5 @@ def build(ctx: ReportContext) -> Section | None:
     items: list[Table | Plot | None] = [validation_table(results), protect_table(results)]
     for i, result in enumerate(results, 1):
         items.append(top_table(result, i))
-        items.append(ctx.figure(lambda figs, r=result, i=i: draw_heatmaps(figs, r, i)))
+        items.append(ctx.figure(heatmaps_of(result, i)))
     return Section(TITLE, INTRO, shown(*items))
