@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
-from typer.core import TyperGroup
 
 from crbench.errors import InputError
 
@@ -29,15 +27,7 @@ PIPELINE_ORDER = ("demo", "compress", "distill", "run", "merge", "score", "expor
                   "demo-model", "env")
 
 
-class PipelineOrder(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = super().list_commands(ctx)
-        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
-        return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
-
-
 app = typer.Typer(
-    cls=PipelineOrder,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -623,6 +613,14 @@ def demo(
 
 
 # --- end demo -------------------------------------------------------------------------------
+
+
+def command_rank(command: typer.models.CommandInfo) -> tuple[int, str]:
+    name = command.name or (command.callback.__name__ if command.callback else "")
+    return (PIPELINE_ORDER.index(name) if name in PIPELINE_ORDER else len(PIPELINE_ORDER), name)
+
+
+app.registered_commands.sort(key=command_rank)  # `--help` lists them in this order
 
 
 def main() -> None:

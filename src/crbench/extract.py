@@ -102,7 +102,8 @@ def split_thinking(output: str) -> Parts:
     return Parts("", output, opened=False, closed=False)
 
 
-def extract(output: str, parse: Parse, weak: Weak | None = None, *, hit_limit: bool = False):
+def extract(output: str, parse: Parse, weak: Weak | None = None, *, hit_limit: bool = False
+            ) -> Extraction:
     """Find the final answer in `output` by the region rules above. Never raises on any text."""
     output = output if isinstance(output, str) else ""
     parts = split_thinking(output)
@@ -123,7 +124,8 @@ def extract(output: str, parse: Parse, weak: Weak | None = None, *, hit_limit: b
     return Extraction(None, "none", truncated)
 
 
-def find_answer(text: str, parse: Parse, weak: Weak | None = None, *, strict: bool = False):
+def find_answer(text: str, parse: Parse, weak: Weak | None = None, *, strict: bool = False
+                ) -> tuple[str, str] | None:
     """(answer, marker) from the strongest marker kind present in `text`, last one first."""
     for content in boxed_contents(text)[::-1][:MAX_CANDIDATES]:
         value = parse(content)
@@ -195,7 +197,7 @@ def answer_statements(text: str, *, strict: bool = False) -> list[tuple[str, str
         matches = [m for m in _STATEMENT.finditer(line) if not (strict and m.lastgroup == "phrase")]
         for k, match in enumerate(matches):
             end = matches[k + 1].start() if k + 1 < len(matches) else len(line)
-            found.append((_MARKERS[match.lastgroup], line[match.end() : end]))
+            found.append((_MARKERS[match.lastgroup or ""], line[match.end() : end]))
     return found
 
 

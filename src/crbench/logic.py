@@ -50,7 +50,8 @@ def ground(clauses: list[Clause]) -> list[frozenset[GroundLit]]:
     """Instantiate x with every constant; drop tautologies (a literal and its negation)."""
     out = []
     for clause in clauses:
-        terms = constants(clauses) if any(lit.term == VAR for lit in clause) else [None]
+        # A clause without x is ground already: one pass, its own constants kept.
+        terms = constants(clauses) if any(lit.term == VAR for lit in clause) else [VAR]
         for c in terms:
             g = frozenset((lit.pred, c if lit.term == VAR else lit.term, lit.positive)
                           for lit in clause)
