@@ -15,6 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,6 +29,7 @@ from crbench.compress.layerwise import calibrate_sequentially, decoder_layers
 from crbench.compress.recipe import Recipe, Settings, matches
 from crbench.errors import InputError
 
+Log = Callable[[str], None]  # progress lines
 __all__ = ["MANIFEST", "compress_loaded", "compress_model", "load_manifest", "plan_modules"]
 
 
@@ -133,7 +135,7 @@ def compress_group(recipe: Recipe, index: int, entries: dict[str, tuple],
         record.update(info)
         delta = compressed - old
         record["weight_error"] = (delta.pow(2).sum() / old.pow(2).sum().clamp_min(1e-30)).item()
-        if row_loss is not None:  # ||dW X||^2 / ||W X||^2, both from the Hessian
+        if row_loss is not None and stats is not None:  # ||dW X||^2 / ||W X||^2, from H
             record["output_error"] = (row_loss[part].sum()
                                       / (old @ stats * old).sum().clamp_min(1e-30)).item()
         entries[name][0].weight.data = compressed.to(original.dtype)
@@ -150,7 +152,7 @@ def split_by_settings(entries: dict[str, tuple]) -> list[dict[str, tuple]]:
 
 
 def compress_loaded(model: nn.Module, tokenizer: Any, recipe: Recipe, *,
-                    device: torch.device | str | None = None, log=None,
+                    device: torch.device | str | None = None, log: Log | None = None,
                     source: tuple[str, dict] | None = None) -> dict[str, Any]:
     """Compress a loaded model in place; returns the manifest's calibration, modules, layers.
 
@@ -165,7 +167,8 @@ def compress_loaded(model: nn.Module, tokenizer: Any, recipe: Recipe, *,
                    for record in compress_group(recipe, index, {name: entry}, None)]
     else:
         windows, result["calibration"] = calibration_windows(
-            tokenizer, source or load_source(recipe.calib), recipe.calib_samples, recipe.seqlen,
+            tokenizer, source or load_source(recipe.calib or ""), recipe.calib_samples,
+            recipe.seqlen,
             recipe.seed)
         targets = {index: {name: e[0] for name, e in entries.items()}
                    for index, entries in plan.items()}
@@ -205,7 +208,8 @@ def summary(modules: list[dict]) -> dict[str, Any]:
 
 
 def compress_model(base_model: str | Path, recipe: Recipe, out_dir: str | Path, *,
-                   device: str | None = None, log=None, extra: dict | None = None) -> Path:
+                   device: str | None = None, log: Log | None = None, extra: dict | None = None
+                   ) -> Path:
     """Load `base_model`, compress it by `recipe`, write a Hugging Face folder to `out_dir`.
 
     The weights are saved in the base model's dtype: pruned weights as dense tensors with
@@ -252,7 +256,8 @@ def compress_model(base_model: str | Path, recipe: Recipe, out_dir: str | Path, 
     return save_model(model.to(saved_dtype), tokenizer, manifest, out_dir)
 
 
-def save_model(model: nn.Module, tokenizer: Any, manifest: dict, out_dir: Path) -> Path:
+def save_model(model: Any, tokenizer: Any, manifest: dict, out_dir: Path) -> Path:
+    # Any: a transformers model (save_pretrained is not on nn.Module)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     tmp.chmod(0o755)
