@@ -105,6 +105,49 @@ def test_model_labels_read_leniently() -> None:
     assert labels.labeller == "model:m"
 
 
+def test_model_labels_come_over_a_real_http_server(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from crbench.importance_labels import model_asker
+
+    asked: list[dict[str, Any]] = []
+
+    class Labeller(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked.append({"path": self.path, **body})
+            answer = {"choices": [{"message": {"content": "1: adding-knowledge\n2: backtracking"},
+                                   "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 9, "completion_tokens": 9}}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Labeller)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        labels = label_traces([generation(0, "I recall x. Wait, no.")], tmp_path / LABELS_FILE,
+                              ask=model_asker(url, "judge"), model_name="judge")
+    finally:
+        server.shutdown()
+    assert [s.label for s in labels["k0"].sentences] == ["adding-knowledge", "backtracking"]
+    assert labels["k0"].labeller == "model:judge"
+    assert asked[0]["path"] == "/v1/chat/completions" and asked[0]["model"] == "judge"
+    assert "1. I recall x.\n2. Wait, no." in asked[0]["messages"][0]["content"]
+    again = label_traces([generation(0, "I recall x. Wait, no.")], tmp_path / LABELS_FILE,
+                         ask=lambda prompt: "", model_name="judge")
+    assert again == labels and len(asked) == 1  # stored labels of that labeller are reused
+
+
 # --- by hand ----------------------------------------------------------------------------------
 
 

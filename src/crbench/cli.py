@@ -514,10 +514,15 @@ def importance(
     recipe_out: Annotated[Path | None, typer.Option(
         "--recipe-out", help="where --protect writes its recipe (TOML)")] = None,
     method: Annotated[str, typer.Option("--method", help="the recipe's method")] = "rtn",
+    labeller_url: Annotated[str | None, typer.Option(
+        "--labeller-url", help="label sentences with a model behind this OpenAI-compatible "
+                               "server (default: the rule labeller)")] = None,
+    labeller_model: Annotated[str, typer.Option(
+        "--labeller-model", help="the labelling model's name on that server")] = "",
 ) -> None:
     """Which linear modules carry reasoning: behaviour spans of the stored traces (rule
-    labeller), difference-of-means directions and attribution patching per module, checked
-    by quantizing one module at a time (Spearman's rho)."""
+    labeller or a model), difference-of-means directions and attribution patching per module,
+    checked by quantizing one module at a time (Spearman's rho)."""
     from crbench.importance_output import summary_lines, variant_folder, write_outputs
     from crbench.importance_run import ImportanceSettings, run_importance
 
@@ -525,7 +530,8 @@ def importance(
         raise InputError(None, "--protect needs --recipe-out FILE.toml", "--recipe-out")
     settings = ImportanceSettings(variant=variant, model=model, parent=parent, per_task=traces,
                                   max_tokens=max_tokens, validate_layers=validate_layers,
-                                  bits=bits, device=device)
+                                  bits=bits, device=device, labeller_url=labeller_url,
+                                  labeller_model=labeller_model)
     result = run_importance(run_dir, settings)
     folder = out or variant_folder(run_dir, result.variant)
     write_outputs(result, folder)

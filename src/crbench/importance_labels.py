@@ -99,6 +99,28 @@ def label_with_model(g: GenerationRecord, ask: AskModel, name: str) -> TraceLabe
     return TraceLabels(g.key, g.variant, f"model:{name}", sentences)
 
 
+def model_asker(base_url: str, model: str, max_new_tokens: int = 2048) -> AskModel:
+    """Ask a model behind an OpenAI-compatible server (chat, greedy), one prompt per trace; a
+    request that still fails after the engine's retries is one InputError line."""
+    from crbench.engines.base import GenerationFailed, SamplingParams
+    from crbench.engines.openai import OpenAIEngine
+
+    # tokenizer: only used for token counts a server leaves out, which labelling never reads;
+    # the local demo tokenizer avoids fetching one for the labeller's name.
+    engine = OpenAIEngine(model, base_url=base_url, chat=True, concurrency=1, tokenizer="demo")
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+
+    def ask(prompt: str) -> str:
+        for _, result in engine.generate([prompt], params):
+            if isinstance(result, GenerationFailed):
+                raise InputError(base_url, f"the labeller failed: {result.error}",
+                                 "--labeller-url")
+            return result.text
+        raise InputError(base_url, "the labeller gave no answer", "--labeller-url")
+
+    return ask
+
+
 def read_labels(path: Path) -> dict[str, TraceLabels]:
     """labels.jsonl as {generation key: labels}; a malformed line is one InputError."""
     if not path.is_file():

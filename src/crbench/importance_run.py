@@ -133,10 +133,15 @@ def run_importance(run_dir: str | Path, settings: ImportanceSettings, *,
                    ask: AskModel | None = None, stream: TextIO | None = None
                    ) -> ImportanceResult:
     """Compute (and validate) the importance of the variant's modules; nothing is written."""
+    from crbench.importance_labels import model_asker
     from crbench.importance_validate import parse_layers, validate
     from crbench.store_read import read_run
 
     stream = stream or sys.stderr
+    if ask is None and settings.labeller_url is not None:
+        if not settings.labeller_model:
+            raise InputError(None, "--labeller-url needs --labeller-model", "--labeller-model")
+        ask = model_asker(settings.labeller_url, settings.labeller_model)
     run = read_run(run_dir)
     variant = choose_variant(run, settings.variant)
     generations = select_traces(run, variant, settings.per_task)
