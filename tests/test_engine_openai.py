@@ -80,10 +80,21 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
     return process
 
 
+def warm_up(url: str, model: Path) -> None:
+    """One tiny completion: `transformers serve` loads the model on its first request, which
+    on a busy machine takes longer than the short client timeouts the fault test uses."""
+    body = json.dumps({"model": str(model), "prompt": "Hi", "max_tokens": 1}).encode()
+    request = urllib.request.Request(f"{url}/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300):
+        pass
+
+
 @pytest.fixture(scope="module")
 def server(served_model):
     port = free_port()
     process = start_server(served_model, port)
+    warm_up(f"http://127.0.0.1:{port}", served_model)
     yield f"http://127.0.0.1:{port}"
     stop(process)
 
