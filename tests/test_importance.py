@@ -316,6 +316,25 @@ def test_report_section_reads_the_importance_file(measured: tuple[Path, Any]) ->
     assert top.name in json.dumps([getattr(i, "rows", []) for i in section.items])
 
 
+def test_traces_without_the_behaviours_are_refused_before_any_model_loads(
+        tmp_path: Path) -> None:
+    from crbench import store
+    from crbench.importance_run import ImportanceSettings, run_importance
+
+    run = tmp_path / "run"
+    conn = store.connect(run)
+    store.put_variant(conn, VariantRecord("dense", "dense", model_path=str(tmp_path / "none")))
+    store.insert_generation(conn, generation(0, "Free: 9am to 10am.\n</think>\nAnswer: (A)"),
+                            None)
+    conn.close()
+    with pytest.raises(InputError, match="no sentence of the 1 traces of 'dense' shows"):
+        run_importance(run, ImportanceSettings())
+    with pytest.raises(InputError, match="--behaviours"):
+        ImportanceSettings(behaviours=("backtracking", "daydreaming"))
+    with pytest.raises(InputError, match="--validate-layers"):
+        run_importance(run, ImportanceSettings(validate_layers="last"))
+
+
 def test_cli_refuses_an_unknown_variant_in_one_line(measured: tuple[Path, Any]) -> None:
     run, _ = measured
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -519,6 +519,10 @@ def importance(
                                "server (default: the rule labeller)")] = None,
     labeller_model: Annotated[str, typer.Option(
         "--labeller-model", help="the labelling model's name on that server")] = "",
+    behaviours: Annotated[str | None, typer.Option(
+        "--behaviours", help="comma-separated behaviours of the taxonomy (default: "
+                             "backtracking, uncertainty-estimation, example-testing, "
+                             "adding-knowledge)")] = None,
 ) -> None:
     """Which linear modules carry reasoning: behaviour spans of the stored traces (rule
     labeller or a model), difference-of-means directions and attribution patching per module,
@@ -531,7 +535,9 @@ def importance(
     settings = ImportanceSettings(variant=variant, model=model, parent=parent, per_task=traces,
                                   max_tokens=max_tokens, validate_layers=validate_layers,
                                   bits=bits, device=device, labeller_url=labeller_url,
-                                  labeller_model=labeller_model)
+                                  labeller_model=labeller_model,
+                                  **({"behaviours": tuple(b.strip() for b in behaviours.split(",")
+                                                          if b.strip())} if behaviours else {}))
     result = run_importance(run_dir, settings)
     folder = out or variant_folder(run_dir, result.variant)
     write_outputs(result, folder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TextIO
 
 import torch
 
-from crbench.cues import TARGET_BEHAVIOURS
+from crbench.cues import PRIORITY, TARGET_BEHAVIOURS
 from crbench.errors import InputError
 from crbench.importance import (
     LinearModule,
@@ -49,8 +50,13 @@ class ImportanceSettings:
     device: str = "cpu"
     labeller_url: str | None = None  # an OpenAI-compatible server labels instead of the rules
     labeller_model: str = ""
+    behaviours: tuple[str, ...] = TARGET_BEHAVIOURS  # the study's four; any of the taxonomy
 
     def __post_init__(self) -> None:
+        unknown = [b for b in self.behaviours if b not in PRIORITY]
+        if unknown or not self.behaviours:
+            raise InputError(None, f"behaviours of the taxonomy ({', '.join(PRIORITY)}), got "
+                                   f"{', '.join(unknown) or 'none'}", "--behaviours")
         if self.per_task < 1:
             raise InputError(None, f"must be at least 1, got {self.per_task}", "--traces")
         if self.max_tokens < 16:
@@ -116,14 +122,15 @@ def model_importance(model_ref: str, generations: Sequence[GenerationRecord],
     started = time.perf_counter()
     model, tokenizer = load_causal_lm(model_ref, device=settings.device, dtype="float32")
     model.requires_grad_(False)
-    traces = [token_trace(g, labels[g.key], tokenizer, settings.max_tokens) for g in generations]
+    traces = [token_trace(g, labels[g.key], tokenizer, settings.max_tokens, settings.behaviours)
+              for g in generations]
     modules = decoder_linears(model)
     device = torch.device(settings.device)
     print(f"{model_ref}: means over {len(traces)} traces", file=stream, flush=True)
     means = collect_means(model, modules, traces, device)
     print(f"{model_ref}: attribution ({len(modules)} modules)", file=stream, flush=True)
     attribution = attribute(model, modules, traces, means.directions(), device)
-    table = normalised(attribution, modules, TARGET_BEHAVIOURS)
+    table = normalised(attribution, modules, settings.behaviours)
     found = ModelImportance(model_ref, modules, table, dict(attribution.positions),
                             time.perf_counter() - started)
     return found, model, traces
@@ -142,11 +149,18 @@ def run_importance(run_dir: str | Path, settings: ImportanceSettings, *,
         if not settings.labeller_model:
             raise InputError(None, "--labeller-url needs --labeller-model", "--labeller-model")
         ask = model_asker(settings.labeller_url, settings.labeller_model)
+    parse_layers(settings.validate_layers, 10**6)  # a typo is said now, the range once loaded
     run = read_run(run_dir)
     variant = choose_variant(run, settings.variant)
     generations = select_traces(run, variant, settings.per_task)
     labels = label_traces(generations, Path(run_dir) / "importance" / LABELS_FILE, ask=ask,
                           model_name=settings.labeller_model)
+    found = Counter(s.label for g in generations for s in labels[g.key].sentences)
+    if not any(found[b] for b in settings.behaviours):
+        raise InputError(run.path, f"no sentence of the {len(generations)} traces of {variant!r} "
+                         f"shows {', '.join(settings.behaviours)} (labels found: "
+                         + (", ".join(f"{k} {n}" for k, n in found.most_common()) or "none")
+                         + "); see --behaviours", "--behaviours")
     main, model, traces = model_importance(model_of(run, variant, settings.model), generations,
                                            labels, settings, stream)
     if not main.positions:
@@ -187,7 +201,7 @@ def build_result(main: ModelImportance, variant: str, settings: ImportanceSettin
             parent_importance=theirs,
             shift={k: theirs[k] - v for k, v in mine.items() if k in theirs} if theirs else None,
             loss_increase=increases.get(m.name)))
-    behaviours = [b for b in TARGET_BEHAVIOURS if b in main.positions]
+    behaviours = [b for b in settings.behaviours if b in main.positions]
     labellers = sorted({labels[g.key].labeller for g in generations})
     return ImportanceResult(
         model=main.model, variant=variant, parent=settings.parent, labeller=",".join(labellers),
