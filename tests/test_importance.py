@@ -316,6 +316,41 @@ def test_report_section_reads_the_importance_file(measured: tuple[Path, Any]) ->
     assert top.name in json.dumps([getattr(i, "rows", []) for i in section.items])
 
 
+def test_report_shows_the_largest_losses_against_the_parent(tmp_path: Path) -> None:
+    from crbench import store
+    from crbench.importance_io import ImportanceResult, ModuleRow
+    from crbench.importance_output import write_outputs
+    from crbench.report.context import ReportContext
+    from crbench.report.document import Table
+    from crbench.report.importance import build
+    from crbench.report.results import load_results
+
+    run = tmp_path / "run"
+    conn = store.connect(run)
+    store.insert_generation(conn, generation(0, TRACES[0]), None)
+    conn.close()
+    mine = {"a": 0.5, "b": 0.3, "c": 0.2}
+    theirs = {"a": 0.2, "b": 0.5, "c": 0.3}  # b lost 0.2, c lost 0.1, a gained
+    rows = [ModuleRow(name=f"model.layers.0.mlp.{n}_proj", layer=0, kind=f"{n}_proj", params=10,
+                      importance={"backtracking": v, ALL: v},
+                      parent_importance={"backtracking": theirs[n], ALL: theirs[n]},
+                      shift={"backtracking": theirs[n] - v, ALL: theirs[n] - v})
+            for n, v in mine.items()]
+    result = ImportanceResult(model="m", variant="w3", parent="dense", labeller="rules",
+                              traces=1, trace_tokens=9, max_tokens=64,
+                              behaviours=["backtracking"], positions={"backtracking": 4},
+                              modules=rows)
+    written = write_outputs(result, run / "importance" / "w3")
+    assert {p.name for p in written} >= {"heatmap_shift_all.png", "heatmap_all.svg"}
+    section = build(ReportContext(load_results(run), None))
+    assert section is not None
+    shift = next(i for i in section.items if i.title.startswith("Importance lost"))
+    assert isinstance(shift, Table)
+    assert [row[0] for row in shift.rows] == ["model.layers.0.mlp.b_proj",
+                                              "model.layers.0.mlp.c_proj"]
+    assert shift.rows[0][1] == "20.00"  # percentage points
+
+
 def test_traces_without_the_behaviours_are_refused_before_any_model_loads(
         tmp_path: Path) -> None:
     from crbench import store

@@ -71,6 +71,29 @@ def top_table(result: ImportanceResult, index: int) -> Table:
                       "when the module alone is quantized.")
 
 
+def shift_table(result: ImportanceResult, index: int) -> Table | None:
+    """The modules that lost the most importance against the parent (the study plots only
+    decreases): shift = parent - this, largest first."""
+    lost = [r for r in result.modules if r.shift and r.shift.get(ALL, 0.0) > 0]
+    if not lost:
+        return None
+    keys = [ALL, *result.behaviours]
+    columns: list[Column[ModuleRow]] = [col("module", "module", lambda r: r.name)]
+    columns += [shift_column(k) for k in keys]
+    rows = sorted(lost, key=lambda r: -(r.shift or {}).get(ALL, 0.0))[:TOP]
+    return make_table(f"importance_shift_{index}_{slug(result.variant or 'model')}",
+                      f"Importance lost against {result.parent}: {result.variant}", columns,
+                      rows, "Importance shift in percentage points (parent - this, on the same "
+                      "traces), the largest decreases by 'all'.")
+
+
+def shift_column(key: str) -> Column[ModuleRow]:
+    def value(r: ModuleRow) -> float:
+        return (r.shift or {}).get(key, 0.0)
+
+    return col(f"{key} pp", f"shift_{key}", value, share)
+
+
 def validation_table(results: list[ImportanceResult]) -> Table:
     rows = [r for r in results if r.validation is not None]
     columns: list[Column[ImportanceResult]] = [
@@ -149,5 +172,6 @@ def build(ctx: ReportContext) -> Section | None:
     items: list[Table | Plot | None] = [validation_table(results), protect_table(results)]
     for i, result in enumerate(results, 1):
         items.append(top_table(result, i))
+        items.append(shift_table(result, i))
         items.append(ctx.figure(heatmaps_of(result, i)))
     return Section(TITLE, INTRO, shown(*items))
