@@ -66,11 +66,12 @@ def gptq(
         errors = torch.zeros_like(block)
         for i in range(end - start):
             col = start + i
-            if static is not None:
+            if static is not None and group_size:
                 grid = static[order[col] // group_size]
             elif group_size and col % group_size == 0:
                 # The group's grid comes from its weights as updated by everything before it.
                 grid = fit_grid(block[:, i : i + group_size], bits, sym)
+            assert grid is not None  # fitted at the first column of every group
             wi = block[:, i]
             qi = grid.quantize(wi)
             q[:, col] = qi
