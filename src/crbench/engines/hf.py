@@ -9,7 +9,8 @@ Throughput comes from our own decode loop over the model's forward rather than `
 - prompts are taken longest first, so prompts prefilled together have similar lengths;
 - only the last position's logits are computed.
 
-Greedy decoding returns the same tokens as `model.generate(do_sample=False)` (tested). Sampling
+Greedy decoding returns the same tokens as `model.generate(do_sample=False)` in fp32 (tested;
+in bf16, batching's roundings can flip near-ties: each token is greedy up to them). Sampling
 draws from one random generator per prompt, seeded from the run's seed and the prompt text, so
 a prompt's sample does not depend on which other prompts share its batch (up to the tiny
 numerical differences batching makes).
