@@ -73,7 +73,7 @@ else:  # pragma: no cover - Python 3.10
 THROUGHPUT_OPTIONS = frozenset({
     "batch_size", "concurrency", "api_key_env", "timeout_s", "max_attempts", "backoff_s",
     "max_backoff_s", "chunk_size", "tensor_parallel_size", "data_parallel_size",
-    "gpu_memory_utilization",
+    "gpu_memory_utilization", "endpoints",
 })
 # Task options that choose which items are run, not what one item is: left out of the key
 # (an item is identified by its index, id and rendered prompt, so a bigger `limit` reuses the

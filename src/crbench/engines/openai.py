@@ -13,6 +13,9 @@
   `Generation.extra["usage"]`.
 - A separate `reasoning_content` (vLLM, SGLang) or `reasoning` field becomes
   `Generation.reasoning`.
+- Several servers: `endpoints = [URL, ...]` adds base URLs to `base_url`; prompt i's first
+  request goes to endpoint i mod n and each retry to the next one, so work spreads over the
+  servers and a dead one costs a retry, not the run (e.g. vLLM replicas without a router).
 - The API key is read from the environment variable `api_key_env` for each run; it is never
   stored on the engine or logged.
 - Budget forcing (`thinking_budget`, `min_thinking`; crbench/engines/budget.py) takes several
@@ -59,6 +62,7 @@ class OpenAIEngine:
         model: str,
         *,
         base_url: str = "http://localhost:8000/v1",
+        endpoints: list[str] | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         chat: bool = False,
         concurrency: int = 8,
@@ -73,6 +77,7 @@ class OpenAIEngine:
             raise ValueError("max_attempts and concurrency must be at least 1")
         self.model = model
         self.base_url = base_url.rstrip("/")
+        self.base_urls = [self.base_url, *(str(url).rstrip("/") for url in endpoints or [])]
         self.api_key_env = api_key_env
         self.chat = chat
         self.concurrency = concurrency
@@ -132,18 +137,21 @@ class OpenAIEngine:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         loop = asyncio.new_event_loop()
-        client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)),
-            limits=httpx.Limits(max_connections=self.concurrency),
-        )
+        clients = [
+            httpx.AsyncClient(
+                base_url=url,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)),
+                limits=httpx.Limits(max_connections=self.concurrency),
+            )
+            for url in self.base_urls
+        ]
         pending: set[asyncio.Task] = set()
         try:
             gate = asyncio.Semaphore(self.concurrency)
             one = self._one_forced if params.forces_thinking else self._one
             pending = {
-                loop.create_task(one(client, gate, i, prompt, params))
+                loop.create_task(one(clients, gate, i, prompt, params))
                 for i, prompt in enumerate(prompts)
             }
             # The loop runs only inside run_until_complete: between yields, requests wait.
@@ -158,19 +166,21 @@ class OpenAIEngine:
                 for task in pending:
                     task.cancel()
                 loop.run_until_complete(asyncio.wait(pending))
-            loop.run_until_complete(client.aclose())
+            for client in clients:
+                loop.run_until_complete(client.aclose())
             loop.close()
 
     async def _one(
-        self, client: Any, gate: asyncio.Semaphore, index: int, prompt: Prompt,
+        self, clients: list[Any], gate: asyncio.Semaphore, index: int, prompt: Prompt,
         params: SamplingParams,
     ) -> tuple[int, Generation | GenerationFailed]:
         path, body = self.request_for(prompt, params)
-        result = await self._post(client, gate, index, path, body, prompt)
+        result = await self._post(clients, gate, index, path, body, prompt)
         return index, result
 
     async def _post(
-        self, client: Any, gate: asyncio.Semaphore, index: int, path: str, body: dict[str, Any],
+        self, clients: list[Any], gate: asyncio.Semaphore, index: int, path: str,
+        body: dict[str, Any],
         prompt: Prompt,
     ) -> Generation | GenerationFailed:
         """One request, retried as the module docstring says."""
@@ -181,6 +191,7 @@ class OpenAIEngine:
             async with gate:
                 started = time.perf_counter()
                 try:
+                    client = clients[(index + attempt - 1) % len(clients)]
                     response = await client.post(path, json=body)
                     data = checked_json(response)
                     generation = self.parse(data, prompt, time.perf_counter() - started)
@@ -202,7 +213,7 @@ class OpenAIEngine:
         raise AssertionError("unreachable")
 
     async def _one_forced(
-        self, client: Any, gate: asyncio.Semaphore, index: int, prompt: Prompt,
+        self, clients: list[Any], gate: asyncio.Semaphore, index: int, prompt: Prompt,
         params: SamplingParams,
     ) -> tuple[int, Generation | GenerationFailed]:
         """Budget forcing in completions: see the module docstring."""
@@ -220,7 +231,7 @@ class OpenAIEngine:
             capped = limit < params.max_new_tokens - len(tokens)  # by the thinking budget
             body = {**self.sampling_body(params), "max_tokens": limit,
                     "prompt": text_prompt + self.decode(tokens)}
-            stage = await self._post(client, gate, index, "/completions", body, text_prompt)
+            stage = await self._post(clients, gate, index, "/completions", body, text_prompt)
             if isinstance(stage, GenerationFailed):
                 return index, stage
             requests += 1
