@@ -1,0 +1,5 @@
+"""`python -m crbench.cli`."""
+
+from crbench.cli import main
+
+main()
