@@ -266,5 +266,8 @@ def test_crbench_score_on_the_new_tasks(tmp_path, task, corpus):
     assert summary["n"] == len(items_of(task))
     assert summary["correct"] == sum(c["correct"] for c in cases)
     records = {r["index"]: r for r in map(json.loads, per_item.read_text().splitlines())}
+    items = {item.index: item for item in items_of(task)}
     for case in cases:
         assert records[case["index"]]["extracted"] == case["extracted"]
+    for index, record in records.items():  # what each output was held against
+        assert record["reference"] == reference_text(NEW_TASKS[task], items[index])

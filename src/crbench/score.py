@@ -21,6 +21,7 @@ from types import ModuleType
 from crbench.errors import InputError
 from crbench.records import JsonDict
 from crbench.scoring import score_generation, unfinished
+from crbench.tasks import reference_text
 from crbench.tasks.base import Item
 from crbench.tasks.common import read_text, row_place
 
@@ -95,20 +96,23 @@ def _read_folder(folder: Path) -> dict[int, FileOutput]:
 
 def score_items(task: ModuleType, items: list[Item], outputs: dict[int, FileOutput],
                 style: str) -> list[JsonDict]:
-    """One record per item: index, id, the ScoreRecord's fields (em, f1, details only when
-    set), and `unfinished` (the output, read as written, never closed its thinking)."""
+    """One record per item: index, id, `reference` (the gold answer as the task compares it),
+    the ScoreRecord's fields (em, f1, details only when set), and `unfinished` (the output, read
+    as written, never closed its thinking)."""
     records = []
     for item in items:
         found = outputs.get(item.index)
+        reference = reference_text(task, item)  # the gold answer as the task compares it
         if found is None:  # scored as the empty output: no answer, EM/F1 0
             score = score_generation(task, item, "", style=None)
-            record: JsonDict = {"index": item.index, "id": item.id, **asdict(score),
+            record: JsonDict = {"index": item.index, "id": item.id, "reference": reference,
+                                **asdict(score),
                                 "rule": NO_OUTPUT, "unfinished": False}
         else:
             score = score_generation(task, item, found.output, style=style,
                                      reasoning=found.reasoning,
                                      finish_reason=found.finish_reason)
-            record = {"index": item.index, "id": item.id, **asdict(score),
+            record = {"index": item.index, "id": item.id, "reference": reference, **asdict(score),
                       "unfinished": unfinished(found.output, prompt=None, style=style,
                                                reasoning=found.reasoning)}
         record.pop("key")
