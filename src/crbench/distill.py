@@ -133,6 +133,30 @@ def parse_recipe(data: dict[str, Any], where: str | Path | None = None) -> Disti
         raise InputError(where, error["msg"].removeprefix("Value error, "), place) from None
 
 
+def variant_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A spec variant's recipe as `DistillRecipe` fields: `method = "distill"` dropped, and
+    `recipe = NAME` (e.g. "tiny-reasoner") expanded into that named recipe's fields, which
+    the variant's own keys override. The student is the variant's base model."""
+    fields = {k: v for k, v in recipe.items() if k != "method"}
+    name = fields.pop("recipe", None)
+    if name is not None:
+        if name not in RECIPES:
+            raise InputError(None, f"unknown recipe {name!r}; known: {', '.join(RECIPES)}",
+                             "recipe")
+        fields = {**RECIPES[name], **fields}
+    return fields
+
+
+def check_variant(recipe: dict[str, Any], where: str | Path | None = None) -> DistillRecipe:
+    """The spec loader's check of a `method = "distill"` variant (the method registry's
+    `check`): every field validated before anything runs."""
+    try:
+        fields = variant_recipe(recipe)
+    except InputError as exc:
+        raise InputError(where, exc.message, exc.place) from None
+    return parse_recipe({**fields, "student": fields.get("student", "demo")}, where)
+
+
 def named_recipe(name: str) -> DistillRecipe:
     if name not in RECIPES:
         raise InputError(None, f"unknown recipe {name!r}; known: {', '.join(RECIPES)}", "recipe")
@@ -221,7 +245,7 @@ def distill_cached(base_model: str, recipe: dict[str, Any], cache_root: Path | N
     from crbench.compress import local_model_folder, model_fingerprint
     from crbench.models import cache_dir
 
-    parsed = parse_recipe({**recipe, "student": base_model}, "recipe")
+    parsed = parse_recipe({**variant_recipe(recipe), "student": base_model}, "recipe")
     key = {"version": CACHE_VERSION,
            "model": model_fingerprint(local_model_folder(base_model)),
            "recipe": parsed.model_dump(mode="json"),

@@ -109,6 +109,7 @@ def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:
         size_bytes=effective_size(path, manifest.get("modules", [])),
         model_path=str(path),
         manifest=json.dumps(manifest, default=str) if manifest else None,
+        teacher=settings.get("teacher"),  # distilled variants: what the student learned from
     )
 
 

@@ -73,6 +73,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            QUANT_FIELDS | HESSIAN_FIELDS | {"act_order", "static_groups", *AWQ_FIELDS},
            defaults={"group_size": 128, "sym": False, "then": "rtn", "duo": True, "clip": True,
                      "grid": 20, "act_order": True}),
+    Method("distill", "crbench.distill", "other", False, frozenset(),
+           build="crbench.distill:distill_cached", check="crbench.distill:check_variant",
+           cached=None),
     # New methods: one line here.
 ]}
 
