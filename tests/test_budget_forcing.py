@@ -198,7 +198,8 @@ def server(demo_model):
 def test_openai_two_stage_completions_keep_the_budget(server, demo_model, engine):
     remote = make_engine("openai", str(demo_model), base_url=server, concurrency=2)
     budget = 12
-    prompts = [OPEN_ENDED, FEW_SHOT, [{"role": "user", "content": "Tell a long story about a dragon."}]]
+    story = [{"role": "user", "content": "Tell a long story about a dragon."}]
+    prompts = [OPEN_ENDED, FEW_SHOT, story]
     # a chat prompt reaches /completions through the local chat template, prefilled with <think>
     chat_prefilled = remote.completion_text(prompts[2]) + "<think>\n"
     prompts[2] = chat_prefilled
