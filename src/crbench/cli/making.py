@@ -61,7 +61,9 @@ def compress(
     bits: Annotated[int | None, typer.Option(help="quantization: 2..8")] = None,
     group_size: Annotated[int | None, typer.Option(help="quantization: 0 = per channel")] = None,
     sym: Annotated[bool | None, typer.Option("--sym/--asym", help="symmetric grid")] = None,
-    act_order: Annotated[bool | None, typer.Option("--act-order", help="GPTQ order")] = None,
+    act_order: Annotated[bool | None, typer.Option(
+        "--act-order/--no-act-order", help="GPTQ: inputs by decreasing Hessian diagonal "
+        "(default on)")] = None,
     damp: Annotated[float | None, typer.Option(help="Hessian damping (x mean diag)")] = None,
     dense: Annotated[list[str] | None, typer.Option(
         "--dense", help="module pattern kept dense, e.g. 'layers.-1.mlp.*' (repeatable)")] = None,
