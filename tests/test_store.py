@@ -362,3 +362,32 @@ def test_the_report_and_export_agree_on_what_the_run_is(tmp_path):
     assert sum(r["superseded"] for r in everything) == results.superseded == 8
     assert [r for r in everything if not r["superseded"]] == [
         {**r, "superseded": False} for r in exported]
+
+
+def test_what_the_engine_reported_is_stored_with_the_generation(tmp_path):
+    forced = {"thinking": {"forced_close": True, "thinking_tokens": 12, "waits": 0},
+              "attempts": 1}
+    conn = store.connect(tmp_path)
+    store.insert_generation(conn, generation("k-1", extra=forced), score("k-1"))
+    store.insert_generation(conn, generation("k-2"), score("k-2"))
+    conn.close()
+    rows = {r.generation.key: r.generation.extra for r in store.read_run(tmp_path).rows}
+    assert rows == {"k-1": forced, "k-2": {}}
+    exported = export_run(tmp_path, "jsonl")
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [json.loads(line["extra"]) for line in lines] == [forced, {}]
+
+
+def test_a_version_3_store_gains_the_extra_column(tmp_path):
+    conn = store.connect(tmp_path)
+    store.insert_generation(conn, generation("k-1"), score("k-1"))
+    conn.execute("ALTER TABLE generations DROP COLUMN extra")  # as version 3 wrote it
+    conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
+    conn.commit()
+    conn.close()
+    assert [r.generation.extra for r in store.read_run(tmp_path).rows] == [{}]  # read as it is
+    conn = store.connect(tmp_path)  # a writing open migrates
+    assert store.get_meta(conn, "schema_version") == str(store.SCHEMA_VERSION) == "4"
+    store.insert_generation(conn, generation("k-2", extra={"a": 1}), score("k-2"))
+    conn.close()
+    assert [r.generation.extra for r in store.read_run(tmp_path).rows] == [{}, {"a": 1}]

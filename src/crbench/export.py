@@ -35,6 +35,7 @@ Row = dict[str, str | int | float | bool | None]
 def export_row(stored: StoredGeneration, with_superseded: bool) -> Row:
     row: Row = dict(asdict(stored.generation))
     row["truncated"] = int(stored.generation.truncated)
+    row["extra"] = json.dumps(stored.generation.extra, default=str)
     score = stored.score
     row.update({
         "extracted": score.extracted if score else None,

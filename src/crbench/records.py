@@ -49,6 +49,9 @@ class GenerationRecord:
     truncated: bool  # hit the token limit, or the thinking never closed
     wall_s: float
     created_at: str = ""  # UTC ISO time; the store fills it in when empty
+    # What the engine reports beyond the text: budget forcing (`thinking`: forced_close,
+    # waits, ...), attempts and latency. JSON in the store.
+    extra: JsonDict = field(default_factory=dict)
 
     @property
     def hit_limit(self) -> bool:

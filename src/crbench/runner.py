@@ -126,6 +126,7 @@ def generation_record(plan: Plan, work: Work, count: Counter | None, gen: Genera
         finish_reason=gen.finish_reason,
         truncated=bool(gen.hit_limit or unclosed),
         wall_s=float(gen.wall_s),
+        extra=dict(gen.extra),
     )
 
 

@@ -10,8 +10,9 @@ here; it needs a new `SCHEMA_VERSION` and a step in `migrate`.
                                                   variants without parent/bits_per_weight/teacher
     2        crbench up to commit b3c5202          task_name -> task_id; variant lineage columns;
                                                   meta schema_version
-    3        this code                            table `probes` (ProbeRecord) added; nothing
-                                                  else changed
+    3        crbench up to commit d305abb          table `probes` (ProbeRecord) added
+    4        this code                            generations.extra (JSON: what the engine
+                                                  reported, e.g. budget forcing); old rows '{}'
 
 A store opened for writing is migrated in place, in one transaction. A read-only open never
 changes the file: the reader (`crbench.store_read`) reads a version-1 store as it is.
@@ -37,7 +38,7 @@ from crbench.records import (
     field_names,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 VERSION_KEY = "schema_version"
 
 GENERATION_COLUMNS = field_names(GenerationRecord)
@@ -125,6 +126,8 @@ def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
         migrate_1_to_2(conn)
     if version < 3:
         migrate_2_to_3(conn)
+    if version < 4:
+        migrate_3_to_4(conn)
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)  # executescript would COMMIT the open transaction
@@ -155,6 +158,12 @@ def migrate_2_to_3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """generations.extra, '{}' for the rows stored before it existed."""
+    if "extra" not in columns_of(conn, "generations"):
+        conn.execute("ALTER TABLE generations ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+
+
 # --- records <-> rows -----------------------------------------------------------------------
 
 
@@ -162,6 +171,7 @@ def generation_values(generation: GenerationRecord, now: str) -> dict[str, objec
     values = asdict(generation)
     values["truncated"] = int(generation.truncated)
     values["created_at"] = generation.created_at or now
+    values["extra"] = json.dumps(generation.extra, default=str)
     return values
 
 
@@ -188,7 +198,19 @@ def generation_from_row(row: typing.Mapping[str, object]) -> GenerationRecord:
     if "task_id" not in values:
         values["task_id"] = row["task_name"]  # version 1
     values["truncated"] = bool(values["truncated"])
+    values["extra"] = json_object(values.get("extra"))  # absent before version 4
     return GenerationRecord(**values)  # type: ignore[arg-type]  # SQLite's values, typed by it
+
+
+def json_object(text: object) -> JsonDict:
+    """A stored JSON object column as a dict ({} when empty, absent or not an object)."""
+    if not isinstance(text, str):
+        return {}
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def score_from_row(row: typing.Mapping[str, object], prefix: str = "") -> ScoreRecord | None:
