@@ -40,7 +40,7 @@ def train(recipe: Any, pairs: list[TracePair], out: Path, *,  # Any: a DistillRe
     """Train on `pairs`, save into `out`, return the manifest's training fields."""
     import torch
     from datasets import Dataset
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     from crbench.distill import use_bf16
@@ -49,6 +49,7 @@ def train(recipe: Any, pairs: list[TracePair], out: Path, *,  # Any: a DistillRe
     device = default_device()
     model, tokenizer = load_causal_lm(recipe.student, device=device, dtype="float32")
     model.train()
+    set_seed(recipe.seed)  # LoRA's initial A matrices come from torch's global RNG
     if not recipe.full:
         from peft import LoraConfig, get_peft_model
 
