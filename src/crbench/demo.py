@@ -1,8 +1,8 @@
 """`crbench demo`: the whole pipeline offline, on SmolLM2-135M-Instruct, in one command.
 
 The study is the ordinary spec `crbench/specs/demo.toml`: compress (cached), generate and score
-(stored, resumable), measure perplexity, then write the report. Everything is reused on a second
-run; interrupting it loses only the generations in flight.
+(stored, resumable), measure perplexity, then write the report and the trace browser.
+Everything is reused on a second run; interrupting it loses only the generations in flight.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ def run_demo(out: Path = DEFAULT_OUT) -> Path:
         print(line)
     report, written = write_report(out, None, ["md", "html", "latex", "csv"])
     print_summary(report, written)
+    from crbench.browser import write_browser
+
+    print(f"trace browser: {write_browser(out)}")
     minutes = (time.monotonic() - start) / 60
     print(f"demo finished in {minutes:.1f} min; report: {out / 'report' / 'report.html'}")
     return out / "report"
