@@ -192,7 +192,6 @@ def test_failures_are_recorded_not_scored_and_retried(tmp_path, demo_model, monk
 
 def test_cli_exits_1_when_generations_failed(tmp_path):
     """A server that refuses every request: each item is a recorded failure, exit 1."""
-    pytest.importorskip("crbench.engines.openai")
     spec = write_spec(tmp_path, repeats=1, limit=1, models=(
         '[models.srv]\nsource = "http://127.0.0.1:9/v1"\nengine = "openai"\n'
         'model = "x"\nmax_attempts = 1\ntimeout_s = 5\n'))
