@@ -389,7 +389,11 @@ def smoke_spec(folder: Path) -> Path:
 
 
 def by_key(run_dir: Path) -> dict[str, dict]:
-    return {r["key"]: {k: v for k, v in r.items() if k not in ("created_at", "wall_s")}
+    """Rows by key without what differs between runs: times (`extra` holds the engine's
+    latency, so only its budget-forcing record is compared)."""
+    return {r["key"]: {**{k: v for k, v in r.items()
+                          if k not in ("created_at", "wall_s", "extra")},
+                       "thinking": json.loads(r.get("extra") or "{}").get("thinking")}
             for r in rows(run_dir)}
 
 
