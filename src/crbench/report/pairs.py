@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from crbench import analysis as an
@@ -24,6 +25,25 @@ class Pair:
     tokens: Estimate  # completion-token difference (child − parent)
 
 
+@dataclass(frozen=True)
+class ScoreComparison:
+    """One model's scores against another's on the questions both answered."""
+
+    flips: an.Flips  # "fixed": the first wrong, the second right; "broken": the reverse
+    p: float  # McNemar's exact test of fixed vs broken
+    diff: Estimate  # score difference (second − first), paired bootstrap interval
+
+
+def compare_scores(first: Sequence[Sample], second: Sequence[Sample], n_boot: int,
+                   seed: int) -> ScoreComparison:
+    """Flips, McNemar and the paired score difference of `second` against `first`: the one
+    comparison the parent pairing and the sibling comparison (report/protection.py) share."""
+    fq, sq = an.by_question(first, score_value), an.by_question(second, score_value)
+    flips = an.count_flips(fq, sq)
+    return ScoreComparison(flips, an.mcnemar_exact(flips.fixed, flips.broken),
+                           an.paired_difference(fq, sq, n_boot, seed))
+
+
 def completion_tokens(s: Sample) -> float:
     return float(s.completion_tokens)
 
@@ -33,15 +53,13 @@ def paired(results: ResultSet) -> list[Pair]:
     for parent, child, t in results.pairs():
         pc, cc = results.cell(parent.variant, t.label), results.cell(child.variant, t.label)
         assert pc is not None and cc is not None  # results.pairs() gives only pairs with both
-        pq, cq = an.by_question(pc.samples, score_value), an.by_question(cc.samples, score_value)
-        flips = an.count_flips(pq, cq)
         seed = an.cell_seed(results.seed, parent.variant, child.variant, t.label)
+        scores = compare_scores(pc.samples, cc.samples, results.n_boot, seed)
         tokens = an.paired_difference(an.by_question(pc.samples, completion_tokens),
                                       an.by_question(cc.samples, completion_tokens),
                                       results.n_boot, seed + 1)
-        out.append(Pair(parent, child, t, pc.samples, cc.samples, flips,
-                        an.mcnemar_exact(flips.fixed, flips.broken),
-                        an.paired_difference(pq, cq, results.n_boot, seed), tokens))
+        out.append(Pair(parent, child, t, pc.samples, cc.samples, scores.flips, scores.p,
+                        scores.diff, tokens))
     return out
 
 

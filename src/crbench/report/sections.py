@@ -18,8 +18,10 @@ from crbench.report import (
     main_results,
     paired,
     probes,
+    protection,
     samples,
     thinking,
+    thinking_length,
 )
 from crbench.report.context import SectionBuilder
 
@@ -30,6 +32,8 @@ SECTIONS: list[SectionBuilder] = [
     curves.build,  # Compression curves: sparsity and bit-width sweeps
     compute.build,  # Test-time compute: tokens, thinking vs answer, length vs correctness
     paired.build,  # Paired comparison with the parent: flips, McNemar, paired deltas
+    thinking_length.build,  # Does it think longer? A paired verdict per variant vs its parent
+    protection.build,  # Protected modules at equal bits: siblings compared, which one wins
     thinking.build,  # Thinking: budget curves, first correct answer, hesitation, length growth
     probes.build,  # Probes: forced-answer probe curves, s1 metrics, Dynasor stop (when probed)
     importance.build,  # Module importance: which modules carry reasoning (when measured)
