@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from unprivileged import as_unprivileged
 
 from crbench import store
 from crbench.records import GenerationRecord, ScoreRecord
@@ -131,15 +132,6 @@ def test_disk_full_during_a_run_is_one_line_and_keeps_every_stored_result(tmp_pa
 # --- read-only run directory ------------------------------------------------------------------
 
 
-def as_nobody(argv: list[str]) -> list[str]:
-    """root ignores file permissions: run as `nobody` so a read-only folder is read-only."""
-    if os.geteuid() != 0:
-        return argv
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot make a folder read-only")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-
-
 def test_read_only_run_dir_each_command_says_so_or_reads(demo_model):
     # Not under pytest's tmp_path: its parents are private to root, and `nobody` must see in.
     root = Path(tempfile.mkdtemp(prefix="crbench-ro-"))
@@ -201,7 +193,7 @@ def test_read_only_run_dir_each_command_says_so_or_reads(demo_model):
 
 
 def crbench_as_nobody(args: tuple, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(as_nobody([*CRBENCH, *map(str, args)]), capture_output=True,
+    return subprocess.run(as_unprivileged([*CRBENCH, *map(str, args)]), capture_output=True,
                           text=True, timeout=600, env=env, cwd="/")
 
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from unprivileged import as_unprivileged
 
 from crbench import store
 from crbench.errors import InputError
@@ -149,15 +150,6 @@ def test_disk_full_is_a_clear_error_and_keeps_what_is_stored(tmp_path):
     conn.close()
     rows = list(store.iter_rows(store.connect(tmp_path, readonly=True)))
     assert rows[0]["key"] == "k-0" and all(r["correct"] == 1 for r in rows)
-
-
-def as_unprivileged(argv: list[str]) -> list[str]:
-    """root ignores file permissions; drop to `nobody` so a read-only folder is read-only."""
-    if os.geteuid() != 0:
-        return argv
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot make a folder read-only")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
 
 
 def test_read_only_run_dir():
