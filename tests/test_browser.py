@@ -14,15 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from chromium import headless_chromium
 
 from crbench.records import GenerationRecord, VariantRecord
 from crbench.scoring import score_generation
@@ -132,35 +130,12 @@ def test_browse_writes_where_it_is_told(tmp_path: Path) -> None:
 CSP = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>')
 
 
-def chromium(url: str, tmp_path: Path, *args: str) -> str:
-    """Open a URL in headless Chromium with a fresh profile; its stdout (e.g. the DOM)."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CRBENCH_REQUIRE_CHROMIUM") == "1":
-            pytest.fail("chromium is required (CRBENCH_REQUIRE_CHROMIUM=1) but not installed")
-        pytest.skip("chromium not installed (scripts/ensure-chromium installs it)")
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    cmd = [path, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args, url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, err[-2000:]
-    return out
-
-
 def test_model_text_stays_text_even_without_the_policy(page: Path, tmp_path: Path) -> None:
     """With the Content-Security-Policy removed every script on the page runs: escaping alone
     must keep the model's markup inert."""
     copy = tmp_path / "open.html"
     copy.write_text(CSP.sub("", page.read_text()))
-    dom = chromium(copy.as_uri(), tmp_path, "--dump-dom")
+    dom = headless_chromium(copy.as_uri(), tmp_path, "--dump-dom")
     assert 'data-shown="3"' in dom  # the page's own script ran
     assert 'data-pwned="' not in dom
     assert "&lt;script&gt;document.body.setAttribute" in dom
@@ -176,7 +151,7 @@ def test_model_text_stays_text_even_without_the_policy(page: Path, tmp_path: Pat
 ])
 def test_filters_in_chromium(page: Path, tmp_path: Path, fragment: str, shown: int) -> None:
     """The real page, policy and all: its script runs (the hash matches) and filters."""
-    dom = chromium(f"{page.as_uri()}#{fragment}", tmp_path, "--dump-dom")
+    dom = headless_chromium(f"{page.as_uri()}#{fragment}", tmp_path, "--dump-dom")
     assert f'data-shown="{shown}"' in dom
     assert f'<span id="count">{shown}</span>' in dom
     assert dom.count('<section class="item"') == 3

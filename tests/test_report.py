@@ -13,13 +13,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from chromium import headless_chromium
 
 from crbench import report, store
 from crbench.errors import InputError
@@ -641,37 +641,6 @@ window.addEventListener('load', () => {
 CSP = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>')
 
 
-def chromium_path() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
-                                        else None)
-    if path is None:
-        if os.environ.get("CRBENCH_REQUIRE_CHROMIUM") == "1":
-            pytest.fail("chromium is required (CRBENCH_REQUIRE_CHROMIUM=1) but not installed; "
-                        "run scripts/ensure-chromium")
-        pytest.skip("chromium not installed (scripts/ensure-chromium installs it)")
-    return path
-
-
-def chromium(page: Path, tmp_path: Path, *args: str) -> str:
-    """Open a page in headless Chromium with a fresh profile; its stdout (e.g. the DOM)."""
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    cmd = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-quic", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-           *args, page.as_uri()]
-    # Its own process group, so a hung browser is ended with all its helper processes.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, err[-2000:]
-    return out
-
-
 def probe_copy(page: Path, tmp_path: Path, name: str) -> Path:
     """The page with our probe script added and its no-script policy removed, so whatever the
     page itself would run does run: escaping alone must keep model output inert."""
@@ -684,14 +653,15 @@ def probe_copy(page: Path, tmp_path: Path, name: str) -> Path:
 
 def test_html_report_renders_in_chromium(written, tmp_path):
     rep, files = written
-    dom = chromium(probe_copy(files["html"], tmp_path, "report.html"), tmp_path, "--dump-dom")
+    page = probe_copy(files["html"], tmp_path, "report.html")
+    dom = headless_chromium(page, tmp_path, "--dump-dom")
     n_plots = len(report.plots(rep))
     assert dom.count("<table>") == len(report.tables(rep))
     assert f'data-images="{n_plots}/{n_plots}"' in dom  # every figure decoded
     assert dom.count("<tr>") > 100
     # And the real page (with its policy) paints: a screenshot that is not blank.
     shot = tmp_path / "shot.png"
-    chromium(files["html"], tmp_path, f"--screenshot={shot}", "--window-size=1400,2400")
+    headless_chromium(files["html"], tmp_path, f"--screenshot={shot}", "--window-size=1400,2400")
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)
@@ -699,7 +669,8 @@ def test_html_report_renders_in_chromium(written, tmp_path):
 
 
 def test_malicious_output_stays_text_in_chromium(evil_report, tmp_path):
-    dom = chromium(probe_copy(evil_report["html"], tmp_path, "evil.html"), tmp_path, "--dump-dom")
+    page = probe_copy(evil_report["html"], tmp_path, "evil.html")
+    dom = headless_chromium(page, tmp_path, "--dump-dom")
     assert "data-images=" in dom  # the probe ran, so scripts do run on this page
     assert 'data-pwned="' not in dom  # the payload text is there, as text; never the attribute
     assert "&lt;script&gt;document.body.setAttribute" in dom
@@ -711,7 +682,7 @@ def test_the_injection_probe_can_catch_an_unescaped_page(tmp_path):
     # Guard for the test above: the same payload, unescaped, is caught.
     page = tmp_path / "raw.html"
     page.write_text(f"<!doctype html><html><body><pre>{INJECT}</pre>{EVIL_LABEL}</body></html>")
-    dom = chromium(page, tmp_path, "--dump-dom")
+    dom = headless_chromium(page, tmp_path, "--dump-dom")
     assert 'data-pwned="' in dom
 
 
