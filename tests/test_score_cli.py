@@ -94,6 +94,35 @@ def test_musique_em_f1_modes_and_sample(tmp_path):
     assert json.loads(sample.stdout)["n"] == 2
 
 
+def test_musique_summary_averages_cover_em_next_to_em_and_f1(tmp_path):
+    # Hand-checked: a statement that contains the gold answer is cover EM but not EM.
+    rows = [{"index": 0, "output": "</think>\nAnswer: The founder was Ada Quill."},
+            {"index": 1, "output": "</think>\nAnswer: Fenn Valley"},
+            {"index": 3, "output": "</think>\nAnswer: Swedish"}]  # index 4: no output
+    outputs = tmp_path / "o.jsonl"
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    per_item = tmp_path / "p.jsonl"
+    done = crbench("score", "--task", "musique", "--data", FIXTURES / "musique_dev.jsonl",
+                   "--outputs", outputs, "--mode", "open", "--json", "--per-item", per_item)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    records = [json.loads(line) for line in per_item.read_text().splitlines()]
+    assert [r["details"]["cover_em"] for r in records] == [1.0, 1.0, 0.0, 0.0]
+    assert [r["em"] for r in records] == [0.0, 1.0, 0.0, 0.0]
+    assert (summary["em"], summary["cover_em"]) == (0.25, 0.5)
+    keys = list(summary)
+    assert keys.index("cover_em") == keys.index("f1") + 1 == keys.index("em") + 2
+
+
+def test_tasks_without_cover_em_have_none_in_the_summary(tmp_path):
+    outputs = tmp_path / "o.jsonl"
+    outputs.write_text(json.dumps({"index": 0, "output": "</think>\n\\boxed{25}"}) + "\n")
+    done = crbench("score", "--task", "aime24", "--data", FIXTURES / "aime24_problems.jsonl",
+                   "--outputs", outputs, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "cover_em" not in json.loads(done.stdout)
+
+
 def test_table_escapes_model_text(tmp_path):
     outputs = tmp_path / "o.jsonl"
     row = {"index": 0, "output": "</think>\nAnswer: [red]Ann[/red]"}

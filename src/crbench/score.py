@@ -26,6 +26,7 @@ from crbench.tasks.base import Item
 from crbench.tasks.common import read_text, row_place
 
 NO_OUTPUT = "no-output"  # the rule of an item that has no output
+COVER_EM = "cover_em"  # a score detail some tasks record; the summary averages it like EM
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,9 @@ def score_items(task: ModuleType, items: list[Item], outputs: dict[int, FileOutp
 
 def summarize(task_id: str, records: list[JsonDict], unmatched: int, style: str) -> JsonDict:
     """accuracy (fraction of all n items), and counts: no answer, truncated (unfinished or hit
-    the token limit), unfinished (thinking never closed), missing output."""
+    the token limit), unfinished (thinking never closed), missing output. Tasks that score EM
+    and F1 get their means; tasks that record cover EM (`details["cover_em"]`) its mean, over
+    all n items (an item without it counts 0, as a missing output does for EM)."""
     n = len(records)
     summary: JsonDict = {
         "task": task_id,
@@ -143,4 +146,7 @@ def summarize(task_id: str, records: list[JsonDict], unmatched: int, style: str)
     if records and "em" in records[0]:
         summary["em"] = sum(r["em"] for r in records) / n
         summary["f1"] = sum(r["f1"] for r in records) / n
+    covers = [r.get("details", {}).get(COVER_EM) for r in records]
+    if any(cover is not None for cover in covers):  # tasks that record it (MuSiQue)
+        summary[COVER_EM] = sum(cover or 0.0 for cover in covers) / n
     return summary
