@@ -9,11 +9,13 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crbench import tasks
 from crbench.sampling_metrics import (
     Attempt,
     ks_for,
@@ -23,6 +25,8 @@ from crbench.sampling_metrics import (
     sampling_metrics,
     vote_key,
 )
+from crbench.tasks import aime24, aime25, folio, gsm8k, math500, math_common, musique, synth_arith
+from crbench.tasks.base import Item
 
 
 def exact_pass(n: int, c: int, k: int) -> Fraction:
@@ -183,6 +187,70 @@ def test_questions_with_fewer_samples_count_only_for_the_k_they_have() -> None:
 def test_no_questions_give_empty_metrics() -> None:
     m = sampling_metrics({}, n_boot=10)
     assert m.n_max == 0 and m.avg.n_questions == 0 and not m.pass_at and not m.maj_at
+
+
+# --- a task's own vote key: answers written differently, one vote ----------------------------
+
+
+def scored(task: ModuleType, reference: object, outputs: list[str]) -> list[Attempt]:
+    """The outputs as samples 0, 1, ... of one item, each scored by the task itself."""
+    item = Item(0, "q", {"problem": "?"}, reference)
+    found = [task.score(item, output) for output in outputs]
+    return [Attempt(i, s.correct, s.extracted) for i, s in enumerate(found)]
+
+
+def test_math500_votes_compare_values_so_a_split_majority_now_agrees() -> None:
+    samples = scored(math500, "\\frac{1}{2}",
+                     ["\\boxed{3}", "\\boxed{\\frac{1}{2}}", "\\boxed{0.5}"])
+    assert [a.correct for a in samples] == [False, True, True]  # the scorer agrees on both
+    key = tasks.vote_key(math500)
+    assert key is not None
+    # Text votes: three answers once each, the first ("3", wrong) wins the tie.
+    assert not maj_at_k(samples, 3)
+    # Value votes: "\frac{1}{2}" and "0.5" are two votes for one answer, which is right.
+    assert maj_at_k(samples, 3, key)
+    m = sampling_metrics({"q": samples}, n_boot=50, task_key=key)
+    assert m.maj_at[3].mean == 1.0
+    assert sampling_metrics({"q": samples}, n_boot=50).maj_at[3].mean == 0.0  # default: as before
+
+
+def test_aime_votes_agree_on_a_wrong_value_written_two_ways() -> None:
+    # The split flattered maj@k: two samples that state one wrong value outvote the right one.
+    samples = scored(aime24, 25, ["\\boxed{25}", "\\boxed{\\frac{3}{2}}", "\\boxed{1.5}"])
+    assert [a.extracted for a in samples] == ["25", "\\frac{3}{2}", "1.5"]
+    assert [a.correct for a in samples] == [True, False, False]
+    assert maj_at_k(samples, 3)  # text: a three-way tie, the first (right) answer wins
+    for task in (aime24, aime25, synth_arith):  # aime25 and the arithmetic family read as aime24
+        key = tasks.vote_key(task)
+        assert key is not None and not maj_at_k(samples, 3, key)
+
+
+def test_tasks_without_a_vote_key_keep_the_default() -> None:
+    for task in (gsm8k, folio, musique):
+        assert tasks.vote_key(task) is None
+
+
+@pytest.mark.parametrize(("same", "answers"), [
+    (True, ["\\frac{1}{2}", "0.5", "\\dfrac12", "1/2", "\\tfrac{1}{2}", "$0.50$"]),
+    (True, ["025", "25", "2^{2}\\cdot 6+1"]),
+    (True, ["\\left( 2, \\frac{\\pi}{3} \\right)", "(2,\\pi/3)"]),
+    (True, ["\\{1, 2\\}", "\\{2,1\\}"]),
+    (True, ["\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"]),
+    (False, ["0.5", "0.51"]),
+    (False, ["\\frac{1}{3}", "0.333"]),
+    (False, ["\\text{Evelyn}", "\\text{Evenly}"]),  # letters: sympy's product would merge them
+    (False, ["x+1", "x-1"]),
+    (False, ["(1,2)", "[1,2]"]),
+])
+def test_the_math_vote_key(same: bool, answers: list[str]) -> None:
+    keys = {math_common.vote_key(answer) for answer in answers}
+    assert (len(keys) == 1) is same, keys
+
+
+def test_the_math_vote_key_never_raises_and_never_hands_sympy_a_tower() -> None:
+    for junk in ["", "}{", "\\frac{", "9^{9^{9}}", "x" * 500, "\\sqrt{-1}", "1/0", "\\infty"]:
+        assert isinstance(math_common.vote_key(junk), str)
+    assert math_common.vote_key("9^{9^{9}}") == "9^{9^{9}}"  # compared as text only
 
 
 # --- crbench score on outputs with several samples per item ----------------------------------

@@ -10,8 +10,10 @@ A question with n scored samples, c of them correct:
   prod_{i=n-c+1..n} (1 - k / i), which never forms the binomials (they overflow a float for
   n in the hundreds). Interval: bootstrap over questions.
 * maj@k (k <= n): the majority answer of the first k samples (by sample number) is correct.
-  Samples vote with their extracted answer, compared after removing white space (`vote_key`);
-  samples without an answer do not vote, and a question with no vote counts as wrong. A vote's
+  Samples vote with their extracted answer, compared after removing white space (`vote_key`),
+  or by the task's own key where it gives one (`crbench.tasks.vote_key`: math tasks compare
+  the value an answer states, so "\\frac{1}{2}" and "0.5" are one vote); samples without an
+  answer do not vote, and a question with no vote counts as wrong. A vote's
   answer is correct when any sample that gave it was scored correct (the task's own comparison
   decided that). Ties go to the answer that appeared first, i.e. whose earliest sample has the
   lowest sample number: deterministic, and what one would answer reading the samples in order.
@@ -24,8 +26,9 @@ gives pass@n, which grows with n and is not comparable with a single-sample accu
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -35,6 +38,7 @@ from crbench.analysis_bootstrap import Estimate, estimate
 # first one wins. Majority voting starts to mean something at three samples.
 MAJ_MIN_K = 3
 Q = TypeVar("Q", bound=Hashable)  # whatever names a question: an item index, (task, item) ...
+TaskKey = Callable[[str], str]  # a task's vote key: extracted answer -> what votes compare
 
 
 @dataclass(frozen=True)
@@ -72,20 +76,21 @@ def ks_for(n: int) -> list[int]:
     return ks + ([n] if n >= 1 and n not in ks else [])
 
 
-def vote_key(extracted: str | None) -> str | None:
-    """The answer a sample votes for: its extracted text without white space (None: no vote)."""
+def vote_key(extracted: str | None, task_key: TaskKey | None = None) -> str | None:
+    """The answer a sample votes for: its extracted text, read by the task's key when there is
+    one, without white space (None: no vote)."""
     if extracted is None:
         return None
-    key = "".join(extracted.split())
+    key = "".join((task_key(extracted) if task_key else extracted).split())
     return key or None
 
 
-def majority_correct(attempts: Sequence[Attempt]) -> bool:
+def majority_correct(attempts: Sequence[Attempt], task_key: TaskKey | None = None) -> bool:
     """Whether the majority answer of these samples is correct (see the module docstring for
     who votes, what a vote's answer is worth and how ties are broken)."""
     votes: dict[str, list[Attempt]] = {}  # in order of first appearance
     for a in sorted(attempts, key=lambda a: a.sample):
-        key = vote_key(a.extracted)
+        key = vote_key(a.extracted, task_key)
         if key is not None:
             votes.setdefault(key, []).append(a)
     if not votes:
@@ -95,18 +100,21 @@ def majority_correct(attempts: Sequence[Attempt]) -> bool:
     return any(a.correct for a in winner)
 
 
-def maj_at_k(attempts: Sequence[Attempt], k: int) -> bool:
+def maj_at_k(attempts: Sequence[Attempt], k: int, task_key: TaskKey | None = None) -> bool:
     """maj@k of one question: the majority over its first k samples by sample number."""
     if not 1 <= k <= len(attempts):
         raise ValueError(f"maj@{k} needs at least {k} samples; got {len(attempts)}")
-    return majority_correct(sorted(attempts, key=lambda a: a.sample)[:k])
+    return majority_correct(sorted(attempts, key=lambda a: a.sample)[:k], task_key)
 
 
 def sampling_metrics(given: Mapping[Q, Sequence[Attempt]], n_boot: int = 2000,
-                     seed: int = 0) -> SamplingMetrics:
+                     seed: int = 0, task_key: TaskKey | None = None) -> SamplingMetrics:
     """avg@n, pass@k and maj@k (every k of `ks_for` the most samples a question has) with 95%
     bootstrap intervals. While a run is in progress questions have different numbers of
-    samples: each k uses the questions with at least k of them (its Estimate counts them)."""
+    samples: each k uses the questions with at least k of them (its Estimate counts them).
+    `task_key`: the task's vote key (`crbench.tasks.vote_key(module)`); None: the default."""
+    if task_key is not None:  # each answer is read once for every k (math keys call sympy)
+        task_key = functools.lru_cache(maxsize=None)(task_key)
     questions: dict[Hashable, list[Attempt]] = {q: list(a) for q, a in given.items() if a}
     if not questions:
         empty = Estimate(math.nan, math.nan, math.nan, 0, 0)
@@ -120,6 +128,6 @@ def sampling_metrics(given: Mapping[Q, Sequence[Attempt]], n_boot: int = 2000,
         pass_at[k] = estimate({q: [pass_at_k(len(att), sum(a.correct for a in att), k)]
                                for q, att in enough.items()}, n_boot, seed)
         if k >= MAJ_MIN_K:
-            maj_at[k] = estimate({q: [float(maj_at_k(att, k))] for q, att in enough.items()},
-                                 n_boot, seed)
+            maj_at[k] = estimate({q: [float(maj_at_k(att, k, task_key))]
+                                  for q, att in enough.items()}, n_boot, seed)
     return SamplingMetrics(min(sizes), max(sizes), avg, pass_at, maj_at)

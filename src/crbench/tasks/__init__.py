@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 from crbench.errors import InputError
@@ -41,6 +42,17 @@ def reference_text(module: ModuleType, item: Item) -> str:
     if hasattr(module, "REAL_TASK"):
         return reference_text(get_task(module.REAL_TASK), item)
     return str(item.reference)
+
+
+def vote_key(module: ModuleType) -> Callable[[str], str] | None:
+    """The task's key for maj@k votes (answers with one key are one vote), or None for the
+    default (the extracted text without white space). Generated families borrow the key of
+    the real task whose format they share."""
+    if hasattr(module, "vote_key"):
+        return module.vote_key
+    if hasattr(module, "REAL_TASK"):
+        return vote_key(get_task(module.REAL_TASK))
+    return None
 
 
 def few_shot_examples(module: ModuleType, shots: int, seed: int, difficulty: int = 1

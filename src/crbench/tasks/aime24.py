@@ -17,6 +17,7 @@ from pathlib import Path
 
 from crbench.errors import InputError
 from crbench.extract import clean, extract
+from crbench.tasks import math_common
 from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
@@ -85,6 +86,13 @@ def reference_text(item: Item) -> str:
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     found = extract(output, parse_answer, last_number, hit_limit=hit_limit)
     return score_from(found, is_correct(found.value, item.reference))
+
+
+def vote_key(answer: str) -> str:
+    """maj@k's vote of an extracted answer: the value it states. Integers are already read one
+    way ("025" -> "25"); this makes "\\frac{1}{2}" and "0.5" one (wrong) vote too, so they
+    do not split against an answer given fewer times."""
+    return math_common.vote_key(answer)
 
 
 def is_correct(extracted: str | None, reference: int) -> bool:

@@ -70,3 +70,7 @@ def reference_text(item: Item) -> str:
 
 def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
     return aime24.score(item, output, hit_limit=hit_limit)
+
+
+def vote_key(answer: str) -> str:
+    return aime24.vote_key(answer)

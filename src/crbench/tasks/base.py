@@ -19,6 +19,11 @@ and optionally:
         The gold answer as `score` compares it (the integer, the label, the option letter after
         shuffling, the expression); per-item records carry it as `reference`. Read it through
         `crbench.tasks.reference_text(module, item)`, which also covers generated families.
+    vote_key(answer: str) -> str
+        The key maj@k compares votes by: answers (as `score` extracted them) with one key are
+        one vote. For answers written many ways (math500, aime: "\\frac{1}{2}" and "0.5").
+        Never raises. Read it through `crbench.tasks.vote_key(module)`; without it votes
+        compare the extracted text with white space removed.
     BREAKDOWN: tuple[str, ...]
         Item fields that `score` copies into `Score.details`, so accuracy can be broken down by
         them from stored scores alone (math500: subject, level; gpqa_diamond: domain, subdomain).

@@ -11,20 +11,18 @@ answer within \\boxed{}.").
 Scoring: the final boxed answer, else an explicit answer statement (see `crbench.extract`),
 compared with the gold `answer` by math-verify (fractions, radicals, intervals, tuples,
 matrices, degrees, units, `\\text{(C)}`), and by a normalized string comparison for what
-math-verify cannot parse.
+math-verify cannot parse. maj@k's votes compare the value an answer states (`vote_key`).
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 from crbench.errors import InputError
 from crbench.extract import extract
+from crbench.tasks import math_common
 from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
@@ -35,6 +33,7 @@ from crbench.tasks.common import (
     row_place,
     score_from,
 )
+from crbench.tasks.math_common import normalized, parse_latex, parse_text, too_costly, verify
 
 NAME = "math500"
 HUB = ("HuggingFaceH4/MATH-500", "test")
@@ -42,7 +41,6 @@ MAX_ANSWER_CHARS = 500  # a longer "answer" is prose, not an expression (and bou
 # Item fields copied into every score's details, so accuracy can be broken down by them from
 # the stored scores alone (a report reads `BREAKDOWN` and groups by `details[name]`).
 BREAKDOWN = ("subject", "level")
-TIMEOUT_S = 5  # math-verify's own limit per parse / comparison (main thread only: SIGALRM)
 
 PROMPT = (
     "{problem}\n"
@@ -121,6 +119,12 @@ def parse_expression(candidate: str) -> str | None:
     return text
 
 
+def vote_key(answer: str) -> str:
+    """maj@k's vote of an extracted answer: the value it states ("\\frac{1}{2}" and "0.5" are
+    one vote; see `crbench.tasks.math_common.vote_key`)."""
+    return math_common.vote_key(answer)
+
+
 def is_equivalent(gold: str, predicted: str) -> bool:
     """Whether `predicted` states the gold answer: equal normalized text, or equal for
     math-verify. Never raises."""
@@ -128,88 +132,16 @@ def is_equivalent(gold: str, predicted: str) -> bool:
         return True
     if too_costly(gold) or too_costly(predicted):
         return False
-    gold_parsed = _parse_latex(gold)
+    gold_parsed = parse_latex(gold)
     if not gold_parsed:
         return False
-    return any(_verify(gold_parsed, parsed) for parsed in _prediction_readings(predicted))
+    return any(verify(gold_parsed, parsed) for parsed in _prediction_readings(predicted))
 
 
 def _prediction_readings(predicted: str) -> list[tuple[Any, ...]]:
     """math-verify's readings of a prediction: as one LaTeX expression, and as text that may
     hold math ("$x = 3$ or so") when it carries math delimiters."""
-    readings = [_parse_latex(predicted)]
+    readings = [parse_latex(predicted)]
     if "$" in predicted or "\\(" in predicted or "\\[" in predicted:
-        readings.append(_parse_text(predicted))
+        readings.append(parse_text(predicted))
     return [reading for reading in readings if reading]
-
-
-_SPACING = re.compile(r"\\[,;:! ]|\\(?:left|right|displaystyle)\b|\s+")
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\s*\{([^{}]*)\}")
-
-
-def normalized(latex: str) -> str:
-    """LaTeX written one way: no spacing commands, \\left/\\right, text wrappers, \\dfrac."""
-    text = latex.strip().strip("$")
-    text = _TEXT_WRAPPER.sub(r"\1", text)
-    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    text = text.replace("^{\\circ}", "^\\circ")
-    return _SPACING.sub("", text).rstrip(".").lower()
-
-
-# What makes sympy compute for minutes (or forever, off the main thread where math-verify has no
-# timeout): a power tower ("9^{9^{9}}", "2^2^2"), an exponent or factorial of 4+ digits, the
-# factorial of an expression ("(10^{100})!"), a number of 100+ digits. No MATH-500 answer has
-# one; an output that does is compared as text only.
-_COSTLY = re.compile(
-    r"\^\s*\{[^{}]*\^"  # a power inside a braced exponent
-    r"|\^\s*\d+\s*\^"  # chained powers of numbers
-    r"|\^\s*\{?\s*[-+]?\s*\d{4}"  # an exponent of 4+ digits
-    r"|\d{4}\s*!|[)}\]]\s*!"  # a factorial of 4+ digits, or of an expression
-    r"|\d{100}"
-)
-
-
-def too_costly(latex: str) -> bool:
-    """Whether `latex` holds something sympy would take too long to evaluate."""
-    return _COSTLY.search(latex) is not None
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _timeout() -> int | None:
-    # math-verify's timeout is a SIGALRM handler, which only the main thread may install;
-    # elsewhere it must be off (it raises otherwise) and MAX_ANSWER_CHARS bounds the work.
-    return TIMEOUT_S if _in_main_thread() else None
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_latex(latex: str) -> tuple[Any, ...]:
-    """math-verify's reading of one LaTeX expression (empty when it cannot read it)."""
-    return _parse(f"${latex}$")
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_text(text: str) -> tuple[Any, ...]:
-    """math-verify's reading of text with math in it."""
-    return _parse(text)
-
-
-def _parse(text: str) -> tuple[Any, ...]:
-    from math_verify import parse
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    try:
-        return tuple(parse(text, parsing_timeout=_timeout()))
-    except Exception:  # sympy can fail in many ways on odd input; that is "no reading"
-        return ()
-
-
-def _verify(gold: tuple[Any, ...], predicted: tuple[Any, ...]) -> bool:
-    from math_verify import verify
-
-    try:
-        return bool(verify(list(gold), list(predicted), timeout_seconds=_timeout()))
-    except Exception:  # as above: a comparison that fails is not a match
-        return False
