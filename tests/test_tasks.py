@@ -130,6 +130,20 @@ def test_limit_and_seed_apply_to_every_task():
         assert picked == task.load(FIXTURES / name, limit=2, seed=7)
 
 
+def test_item_ids_come_from_the_first_id_field_a_row_has(tmp_path):
+    from crbench.tasks.common import row_id
+
+    assert row_id({"ID": 7, "id": "x"}, 3, "ID", "id") == "7"
+    assert row_id({"id": "x"}, 3, "ID", "id") == "x"
+    assert row_id({}, 3, "ID", "id") == "3"
+    # A field that is there but null gives the index, without looking at the next name (as
+    # `row.get("ID", row.get("id"))` did in each task before).
+    assert row_id({"ID": None, "id": "x"}, 3, "ID", "id") == "3"
+    rows = [{"ID": None, "id": "x", "Problem": "p", "Answer": 1},
+            {"id": "y", "problem": "q", "answer": 2}]
+    assert [item.id for item in aime24.load(write_jsonl(tmp_path / "a.jsonl", rows))] == ["0", "y"]
+
+
 def test_registry_finds_the_modules():
     for name in ("aime24", "folio", "temporal_sequences", "musique"):
         assert name == get_task(name).NAME

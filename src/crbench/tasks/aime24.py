@@ -10,9 +10,7 @@ math-verify; a non-integer answer is kept as extracted text and scored wrong.
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from pathlib import Path
 
 from crbench.errors import InputError
@@ -22,9 +20,10 @@ from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
     field,
+    fill_prompt,
     no_options,
     read_rows,
-    render,
+    row_id,
     row_place,
     score_from,
 )
@@ -63,14 +62,11 @@ def _item(path: str | Path | None, row: dict, index: int) -> Item:
     if reference is None or not 0 <= reference <= 999:
         msg = f"field {key['answer']!r} should be an integer from 0 to 999, got {answer!r}"
         raise InputError(path or "hub", msg, row_place(index))
-    raw_id = row.get("ID", row.get("id"))
-    item_id = str(raw_id) if raw_id is not None else str(index)
-    return Item(index, item_id, {"problem": problem}, reference)
+    return Item(index, row_id(row, index, "ID", "id"), {"problem": problem}, reference)
 
 
 def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
-    problem = item.fields["problem"]
-    return render(PROMPT.format(problem=problem), DIRECT.format(problem=problem), style)
+    return fill_prompt(PROMPT, DIRECT, style, problem=item.fields["problem"])
 
 
 def answer_text(item: Item) -> str:
@@ -125,16 +121,11 @@ def parse_answer(candidate: str) -> str | None:
 
 def _math_verify_number(latex: str) -> str | None:
     """An integer (or other number) read by math-verify from a short LaTeX expression."""
-    from math_verify import parse
-
-    # math-verify's timeout is a SIGALRM handler, which only the main thread may install.
-    in_main = threading.current_thread() is threading.main_thread()
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    parsed = math_common.parse_latex(latex)
+    expr = parsed[0] if parsed else None
+    if expr is None or not getattr(expr, "is_number", False):
+        return None
     try:
-        parsed = parse(f"${latex}$", parsing_timeout=5 if in_main else None)
-        expr = parsed[0] if parsed else None
-        if expr is None or not getattr(expr, "is_number", False):
-            return None
         value = complex(expr.evalf(30))
     except Exception:  # sympy can fail in many ways on odd input; that is simply "no number"
         return None

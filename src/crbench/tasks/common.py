@@ -36,6 +36,12 @@ def render(reasoning: str, direct: str, style: str) -> str | list[dict[str, str]
     raise InputError(None, f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
 
 
+def fill_prompt(reasoning: str, direct: str, style: str, **fields: object
+                ) -> str | list[dict[str, str]]:
+    """The prompt for `style`, the task's two templates filled with the same `fields`."""
+    return render(reasoning.format(**fields), direct.format(**fields), style)
+
+
 def score_from(found: Extraction, correct: bool, **extra: Any) -> Score:
     return Score(
         extracted=found.value,
@@ -173,6 +179,15 @@ def no_options(task: str, options: dict) -> None:
 
 def row_place(index: int, line: int | None = None) -> str:
     return f"row {index}" + (f" (line {line})" if line is not None else "")
+
+
+def row_id(row: dict, index: int, *names: str) -> str:
+    """An item's id: the row's value under the first of `names` it has, else (no such field,
+    or null) its index."""
+    for name in names:
+        if name in row:
+            return str(row[name]) if row[name] is not None else str(index)
+    return str(index)
 
 
 def field(path: str | Path | None, row: dict, index: int, name: str, kind: type | tuple) -> Any:

@@ -19,9 +19,10 @@ from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
     field,
+    fill_prompt,
     no_options,
     read_rows,
-    render,
+    row_id,
     row_place,
     score_from,
 )
@@ -65,16 +66,14 @@ def _item(path: str | Path | None, row: dict, index: int) -> Item:
     if label.lower() not in reference:
         msg = f"field 'label' should be one of {', '.join(LABELS)}, got {label!r}"
         raise InputError(path or "hub", msg, row_place(index))
-    raw_id = row.get("example_id")
     fields = {"premises": premises, "conclusion": conclusion}
-    item_id = str(raw_id) if raw_id is not None else str(index)
-    return Item(index, item_id, fields, reference[label.lower()])
+    return Item(index, row_id(row, index, "example_id"), fields, reference[label.lower()])
 
 
 def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     premises = "\n".join(item.fields["premises"])
-    parts = {"premises": premises, "conclusion": item.fields["conclusion"]}
-    return render(PROMPT.format(**parts), DIRECT.format(**parts), style)
+    return fill_prompt(PROMPT, DIRECT, style, premises=premises,
+                       conclusion=item.fields["conclusion"])
 
 
 def answer_text(item: Item) -> str:

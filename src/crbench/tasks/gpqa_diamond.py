@@ -32,10 +32,10 @@ from crbench.extract import clean, extract
 from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
+    fill_prompt,
     read_csv_rows,
     read_records,
     read_rows,
-    render,
     row_place,
     score_from,
 )
@@ -158,8 +158,7 @@ def permutation(shuffle_seed: int, key: str) -> list[int]:
 def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     options = "\n".join(OPTION.format(letter=letter, text=text)
                         for letter, text in item.fields["options"].items())
-    parts = {"question": item.fields["question"], "options": options}
-    return render(PROMPT.format(**parts), DIRECT.format(**parts), style)
+    return fill_prompt(PROMPT, DIRECT, style, question=item.fields["question"], options=options)
 
 
 def answer_text(item: Item) -> str:

@@ -20,9 +20,10 @@ from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
     field,
+    fill_prompt,
     no_options,
     read_rows,
-    render,
+    row_id,
     row_place,
     score_from,
 )
@@ -52,14 +53,11 @@ def _item(path: str | Path | None, row: dict, index: int) -> Item:
     if value is None or not re.fullmatch(r"[-+]?[\d,]*\.?\d+", finals[-1].replace("$", "")):
         msg = "field 'answer' should end with a line '#### N' (N a number)"
         raise InputError(path or "hub", msg, row_place(index))
-    raw_id = row.get("id")
-    item_id = str(raw_id) if raw_id is not None else str(index)
-    return Item(index, item_id, {"question": question}, value)
+    return Item(index, row_id(row, index, "id"), {"question": question}, value)
 
 
 def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
-    question = item.fields["question"]
-    return render(PROMPT.format(question=question), DIRECT.format(question=question), style)
+    return fill_prompt(PROMPT, DIRECT, style, question=item.fields["question"])
 
 
 def answer_text(item: Item) -> str:

@@ -27,9 +27,10 @@ from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
     field,
+    fill_prompt,
     no_options,
     read_rows,
-    render,
+    row_id,
     row_place,
     score_from,
 )
@@ -64,10 +65,8 @@ def _item(path: str | Path | None, row: dict, index: int) -> Item:
     if not isinstance(subject, str):
         raise InputError(path or "hub", "field 'subject' should be str", row_place(index))
     level = _level(path, row.get("level"), index)
-    raw_id = row.get("unique_id", row.get("id"))
-    item_id = str(raw_id) if raw_id is not None else str(index)
     fields = {"problem": problem, "subject": subject, "level": level}
-    return Item(index, item_id, fields, str(answer).strip())
+    return Item(index, row_id(row, index, "unique_id", "id"), fields, str(answer).strip())
 
 
 def _level(path: str | Path | None, value: object, index: int) -> int | None:
@@ -83,8 +82,7 @@ def _level(path: str | Path | None, value: object, index: int) -> int | None:
 
 
 def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
-    problem = item.fields["problem"]
-    return render(PROMPT.format(problem=problem), DIRECT.format(problem=problem), style)
+    return fill_prompt(PROMPT, DIRECT, style, problem=item.fields["problem"])
 
 
 def answer_text(item: Item) -> str:

@@ -25,9 +25,10 @@ from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
     field,
+    fill_prompt,
     hub_file,
     read_records,
-    render,
+    row_id,
     row_place,
     score_from,
 )
@@ -77,10 +78,9 @@ def _item(path: str | Path | None, row: dict, index: int, mode: str) -> Item:
     paragraphs = [_paragraph(path, p, index) for p in row.get("paragraphs") or []]
     if mode == "open" and not paragraphs:
         raise InputError(path or "hub", "open mode needs 'paragraphs'", row_place(index))
-    raw_id = row.get("id")
     fields = {"question": question, "paragraphs": paragraphs, "mode": mode}
     reference = [answer] + [a for a in aliases if a != answer]
-    return Item(index, str(raw_id) if raw_id is not None else str(index), fields, reference)
+    return Item(index, row_id(row, index, "id"), fields, reference)
 
 
 def _paragraph(path: str | Path | None, paragraph: object, index: int) -> dict:
@@ -97,8 +97,7 @@ def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
     fields = item.fields
     paragraphs = fields.get("paragraphs", []) if fields.get("mode") == "open" else []
     context = "".join(PARAGRAPH.format(**p) for p in paragraphs)
-    parts = {"paragraphs": context, "question": fields["question"]}
-    return render(PROMPT.format(**parts), DIRECT.format(**parts), style)
+    return fill_prompt(PROMPT, DIRECT, style, paragraphs=context, question=fields["question"])
 
 
 def answer_text(item: Item) -> str:

@@ -19,10 +19,10 @@ from crbench.tasks.base import Item, Score
 from crbench.tasks.common import (
     build_items,
     field,
+    fill_prompt,
     no_options,
     read_json,
     read_rows,
-    render,
     row_place,
     score_from,
 )
@@ -73,8 +73,7 @@ def _item(path: str | Path | None, row: object, index: int) -> Item:
 
 
 def prompt(item: Item, style: str = "completion") -> str | list[dict[str, str]]:
-    text = item.fields["input"]
-    return render(PROMPT.format(input=text), DIRECT.format(input=text), style)
+    return fill_prompt(PROMPT, DIRECT, style, input=item.fields["input"])
 
 
 def answer_text(item: Item) -> str:
