@@ -86,7 +86,7 @@ def score(item: Item, output: str, *, hit_limit: bool = False) -> Score:
 
 def vote_key(answer: str) -> str:
     """maj@k's vote of an extracted answer: the value it states. Integers are already read one
-    way ("025" -> "25"); this makes "\\frac{1}{2}" and "0.5" one (wrong) vote too, so they
+    way ("025" -> "25"); this makes "\\frac{3}{2}" and "1.5" one (wrong) vote too, so they
     do not split against an answer given fewer times."""
     return math_common.vote_key(answer)
 
