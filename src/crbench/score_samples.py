@@ -19,7 +19,7 @@ from types import ModuleType
 from crbench.analysis import Estimate
 from crbench.errors import InputError
 from crbench.records import JsonDict
-from crbench.sampling_metrics import Attempt, SamplingMetrics, sampling_metrics
+from crbench.sampling_metrics import Attempt, SamplingMetrics, TaskKey, sampling_metrics
 from crbench.score import FileOutput, score_items
 from crbench.score import _file_output as file_output  # the one check of an output row
 from crbench.tasks.base import Item
@@ -89,20 +89,23 @@ def score_samples(task: ModuleType, items: list[Item], outputs: SampledOutputs,
     return records
 
 
-def metrics_of(records: list[JsonDict], n_boot: int = 2000, seed: int = 0) -> SamplingMetrics:
+def metrics_of(records: list[JsonDict], n_boot: int = 2000, seed: int = 0,
+               task_key: TaskKey | None = None) -> SamplingMetrics:
     attempts: dict[int, list[Attempt]] = defaultdict(list)
     for r in records:
         attempts[r["index"]].append(Attempt(r["sample"], bool(r["correct"]), r["extracted"]))
-    return sampling_metrics(attempts, n_boot, seed)
+    return sampling_metrics(attempts, n_boot, seed, task_key)
 
 
 def as_json(e: Estimate) -> JsonDict:
     return {"mean": e.mean, "lo": e.lo, "hi": e.hi, "items": e.n_questions}
 
 
-def sampling_summary(records: list[JsonDict], n_boot: int = 2000, seed: int = 0) -> JsonDict:
-    """The summary's additions: samples per item, avg@n, pass@k and maj@k with intervals."""
-    m = metrics_of(records, n_boot, seed)
+def sampling_summary(records: list[JsonDict], n_boot: int = 2000, seed: int = 0,
+                     task_key: TaskKey | None = None) -> JsonDict:
+    """The summary's additions: samples per item, avg@n, pass@k and maj@k (votes grouped by the
+    task's `task_key`, see crbench.tasks.vote_key) with intervals."""
+    m = metrics_of(records, n_boot, seed, task_key)
     return {
         "samples_per_item": m.n_max,
         "items": m.avg.n_questions,

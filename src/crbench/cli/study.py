@@ -90,7 +90,9 @@ def score(
         )
     summary = summarize(module.NAME, records, len(unmatched), style)
     if sampled is not None:
-        summary.update(sampling_summary(records))
+        from crbench.tasks import vote_key
+
+        summary.update(sampling_summary(records, task_key=vote_key(module)))
     if per_item is not None:
         try:
             per_item.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -110,10 +112,12 @@ def _print_score_tables(summary: dict, records: list[dict], items: list) -> None
 
     console = Console()
     table = Table(title=f"crbench score: {summary['task']}")
-    shown = [name for name in ("n", "accuracy", "em", "f1", "no_answer", "truncated",
+    shown = [name for name in ("n", "accuracy", "em", "f1", "cover_em", "no_answer", "truncated",
                                "unfinished", "missing_output") if name in summary]
     for name in shown:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    # wide enough for every header whole (a pipe or a narrow terminal would cut them)
+    console.width = max(console.width, sum(len(name) + 3 for name in shown) + 1)
     table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v)
                     for v in (summary[name] for name in shown)))
     console.print(table)
@@ -262,7 +266,7 @@ def demo(
         bool, typer.Option("--show-spec", help="print the demo's spec file path and exit")
     ] = False,
 ) -> None:
-    """The whole study offline: SmolLM2-135M compressed ten ways, evaluated, reported."""
+    """The whole study offline: the tiny reasoner compressed six ways, evaluated, reported."""
     from crbench.demo import demo_spec_path, run_demo
 
     if show_spec:

@@ -15,6 +15,7 @@ from crbench.report.figures import Figures, mpl_text
 from crbench.report.fmt import CsvValue, estimate_fields, with_ci
 from crbench.report.results import EMPTY, ResultSet, TaskInfo
 from crbench.sampling_metrics import Attempt, SamplingMetrics, sampling_metrics
+from crbench.tasks import get_task, vote_key
 
 TITLE = "Several samples per item"
 TEXT = (
@@ -64,7 +65,8 @@ def sampled_cells(r: ResultSet) -> list[SampledCell]:
         if max((len(a) for a in questions.values()), default=0) < 2:
             continue
         seed = an.cell_seed(r.seed, variant, task.label, "samples")
-        out.append(SampledCell(variant, task, sampling_metrics(questions, r.n_boot, seed)))
+        key = vote_key(get_task(task.task_id))  # maj@k: answers the task deems equal are one vote
+        out.append(SampledCell(variant, task, sampling_metrics(questions, r.n_boot, seed, key)))
     return out
 
 
