@@ -150,3 +150,9 @@ def test_a_new_method_is_one_file_and_one_registry_line(tmp_path, monkeypatch, d
                if m["kept_dense"])
     weight = model.model.layers[0].mlp.up_proj.weight
     assert (weight[:, ::2] == 0).all() and (weight[:, 1::2] != 0).any()
+    # every module record carries its weight count, kept dense or not (the report's share)
+    sizes = dict(model.named_parameters())
+    assert all(m["params"] == sizes[m["module"] + ".weight"].numel() for m in result["modules"])
+    assert sum(m["params"] for m in result["modules"] if m["kept_dense"]) == sum(
+        p.numel() for n, p in model.model.layers[-1].named_parameters()
+        if n.endswith("proj.weight"))

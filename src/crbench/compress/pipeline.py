@@ -64,7 +64,8 @@ def plan_modules(model: nn.Module, recipe: Recipe) -> tuple[dict, list[dict]]:
             dense_by = next((p for p in recipe.dense if matches(p, names)), None)
             if dense_by is not None or (override is not None and override.dense):
                 reason = f"dense: {dense_by!r}" if dense_by else f"overrides.{override_index}"
-                kept.append({"module": name, "layer": index, "kept_dense": True, "by": reason})
+                kept.append({"module": name, "layer": index, "kept_dense": True, "by": reason,
+                             "params": module.weight.numel()})
                 continue
             settings = recipe.settings_for(override)
             check_shape(recipe, name, module, settings)
@@ -122,7 +123,8 @@ def compress_group(recipe: Recipe, index: int, entries: dict[str, tuple],
         part = slice(start, start + original.shape[0])
         start = part.stop
         old, compressed = w[part], new[part]
-        record: dict[str, Any] = {"module": name, "layer": index, "kept_dense": False}
+        record: dict[str, Any] = {"module": name, "layer": index, "kept_dense": False,
+                                  "params": original.numel()}
         if override is not None:
             record["by"] = f"overrides.{override}"
         if methods.get_method(recipe.method).kind == "prune":
