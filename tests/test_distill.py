@@ -169,8 +169,14 @@ def test_shipped_tiny_reasoner_matches_manifest_and_thinks_first():
     manifest = reasoner.manifest()
     assert reasoner.check_adapter() == manifest["adapter_sha256"]
     assert manifest["recipe"]["synthetic"] and manifest["steps"] > 0
+    # made by the recipe `crbench distill --recipe tiny-reasoner` runs today, from its data
+    from crbench.distill import named_recipe
 
-    # Level-1 arithmetic, where the measured accuracy is 100% (temporal items can loop: see
+    recipe = named_recipe("tiny-reasoner")
+    assert manifest["recipe"] == recipe.model_dump(mode="json")
+    assert manifest["data_source"] == recipe.source()
+
+    # Level-1 arithmetic, where the measured accuracy is 100% (temporal is near chance: see
     # the manifest's evaluation).
     items = synth_arith.generate(4, 1, 0)
     engine = HFEngine("tiny-reasoner", batch_size=8)
