@@ -25,17 +25,37 @@ def test_shipped_spec_is_valid(path: Path):
     assert spec.tasks and spec.models
 
 
-def test_demo_spec_covers_the_study_the_issue_asks_for():
+# SmolLM2-135M's decoder linear weights by module kind (hidden 576, MLP 1536, 3 of 9 heads
+# for k/v): what a `dense = [...]` list keeps in 16-bit, counted exactly.
+SMOLLM2_PARAMS = {"q_proj": 576 * 576, "k_proj": 576 * 192, "v_proj": 576 * 192,
+                  "o_proj": 576 * 576, "gate_proj": 576 * 1536, "up_proj": 576 * 1536,
+                  "down_proj": 1536 * 576}
+
+
+def kept_params(dense: list[str]) -> int:
+    return sum(SMOLLM2_PARAMS[name.rsplit(".", 1)[-1]] for name in dense)
+
+
+def test_demo_spec_covers_the_study_the_issues_ask_for():
     """The demo: the tiny reasoner (a distilled model that thinks first) and compressed variants
-    of it -- quantization by each quantizer, the paper's keep-last-MLP 3-bit variant, pruning --
-    with thinking prompts, two difficulty levels, 48 items a task, multihop open and closed
-    (temporal is left out: the tiny reasoner loops there; see the spec's comment)."""
+    of it -- AWQ at 4 and 3 bits; at 3 bits nothing protected, the paper's keep-last-MLP and
+    protect-by-importance at no more than the same share of weights (what fits 15 minutes;
+    demo_full.toml adds GPTQ, RTN and pruning) -- with
+    thinking prompts, two difficulty levels, 48 items a task, multihop open and closed
+    (temporal is left out: see the spec's comment)."""
     spec = load_spec(demo_spec_path())
     assert spec.models["dense"].source == "tiny-reasoner"
-    recipes = [v.recipe for v in spec.variants.values()]
-    methods = {r["method"] for r in recipes}
-    assert {"rtn", "gptq", "awq", "sparsegpt"} <= methods
-    assert any(r.get("dense") == ["layers.-1.mlp.*"] and r.get("bits") == 3 for r in recipes)
+    recipes = {label: v.recipe for label, v in spec.variants.items()}
+    awq_bits = {r["bits"] for r in recipes.values() if r["method"] == "awq"}
+    assert awq_bits == {3, 4}
+    w3 = [r for r in recipes.values() if r["method"] == "awq" and r["bits"] == 3]
+    keep_last = [r for r in w3 if r.get("dense") == ["layers.-1.mlp.*"]]
+    protect = [r for r in w3 if r.get("dense") and r.get("dense") != ["layers.-1.mlp.*"]]
+    assert keep_last and protect and any(not r.get("dense") for r in w3)
+    # equal bits: protect-by-importance keeps at most the last MLP's weights, and nearly all
+    last_mlp = 3 * SMOLLM2_PARAMS["up_proj"]
+    assert 0.95 * last_mlp <= kept_params(protect[0]["dense"]) <= last_mlp
+    assert {r["group_size"] for r in w3} == {64}
     assert {t.task_id for t in spec.tasks} == {"synth_arith", "synth_logic", "synth_multihop"}
     assert all(t.style == "chat" and t.options["n"] >= 48 for t in spec.tasks)
     assert len({t.options["difficulty"] for t in spec.tasks if t.task_id == "synth_arith"}) >= 2

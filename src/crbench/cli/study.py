@@ -266,7 +266,7 @@ def demo(
         bool, typer.Option("--show-spec", help="print the demo's spec file path and exit")
     ] = False,
 ) -> None:
-    """The whole study offline: the tiny reasoner compressed six ways, evaluated, reported."""
+    """The whole study offline: the tiny reasoner compressed four ways, evaluated, reported."""
     from crbench.demo import demo_spec_path, run_demo
 
     if show_spec:
