@@ -52,3 +52,21 @@ def test_as_unprivileged_fails_rather_than_runs_when_nobody_cannot_import(monkey
     monkeypatch.setattr(unprivileged.shutil, "which", lambda name: f"/usr/bin/{name}")
     with pytest.raises(pytest.fail.Exception, match="^cannot: /x$"):
         unprivileged.as_unprivileged(["true"])
+
+
+def test_a_private_folder_above_the_interpreter_is_made_traversable(monkeypatch):
+    """A checkout cloned into `mktemp -d` (0700): the folder gets o+x (entering, not listing)
+    so nobody can start the interpreter and import crbench; the old mode is put back at exit."""
+    private = Path(tempfile.mkdtemp(prefix="crbench-private-"))
+    try:
+        (private / "bin").mkdir(mode=0o755)
+        python = private / "bin" / "python"
+        python.symlink_to(sys.executable)
+        monkeypatch.setattr(unprivileged.sys, "executable", str(python))
+        unprivileged.let_nobody_through.cache_clear()
+        unprivileged.let_nobody_through()
+        assert private.stat().st_mode & 0o777 == 0o701
+        assert unprivileged.first_private_folder(private / "bin") is None
+    finally:
+        unprivileged.let_nobody_through.cache_clear()
+        shutil.rmtree(private)

@@ -6,6 +6,8 @@ root ignores permissions, so a folder chmod-ed read-only is only read-only to an
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import os
 import shutil
@@ -25,17 +27,36 @@ DROP_TO_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-
 def as_unprivileged(argv: list[str]) -> list[str]:
     """`argv` run as `nobody` when we are root (unchanged otherwise).
 
-    Fails the test in one line when `nobody` cannot import crbench from this checkout (a
-    checkout inside a private folder, e.g. one made by `mktemp -d`): without this check the
-    test under way would fail later with an ImportError traceback that names neither cause."""
+    A checkout inside a private folder (e.g. one made by `mktemp -d`, mode 0700) is made
+    traversable (o+x, not listable) for the session and put back at exit. Fails the test in
+    one line when `nobody` still cannot import crbench: without this check the test under way
+    would fail later with an ImportError traceback that names neither cause."""
     if os.geteuid() != 0:
         return argv
     if shutil.which("setpriv") is None:
         pytest.skip("running as root without setpriv: cannot make a folder read-only")
+    let_nobody_through()
     problem = nobody_cannot_import_crbench()
     if problem:
         pytest.fail(problem, pytrace=False)
     return [*DROP_TO_NOBODY, *argv]
+
+
+@functools.cache
+def let_nobody_through() -> None:
+    """Add o+x to the folders above this checkout's package and interpreter that lack it, and
+    restore their modes when the test session exits."""
+    package = Path(crbench.__file__).resolve().parent
+    for start in (package, Path(sys.executable).parent):
+        while (folder := first_private_folder(start)) is not None:
+            mode = folder.stat().st_mode
+            folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            atexit.register(restore_mode, folder, stat.S_IMODE(mode))
+
+
+def restore_mode(folder: Path, mode: int) -> None:
+    with contextlib.suppress(FileNotFoundError):  # a test's own folder may be gone by then
+        folder.chmod(mode)
 
 
 @functools.cache
