@@ -72,11 +72,15 @@ def thinking_store(path: Path, shift: dict = SHIFT, parent_thinks: bool = True) 
     return path
 
 
+def report_of(tmp_path_factory, name: str, build) -> tuple[report.Report, dict[str, Path]]:
+    """Every format of the report of the store `build` writes, in a fresh folder."""
+    tmp = tmp_path_factory.mktemp(name)
+    return report.write_report(build(tmp / "run"), tmp / "out", report.FORMATS, n_boot=200)
+
+
 @pytest.fixture(scope="module")
 def thinking_report(tmp_path_factory) -> tuple[report.Report, dict[str, Path]]:
-    tmp = tmp_path_factory.mktemp("thinking_length")
-    return report.write_report(thinking_store(tmp / "run"), tmp / "out", report.FORMATS,
-                               n_boot=200)
+    return report_of(tmp_path_factory, "thinking_length", thinking_store)
 
 
 def test_thinking_length_verdicts_in_csv(thinking_report):
@@ -207,9 +211,7 @@ def protection_store(path: Path, protect: bool = True) -> Path:
 
 @pytest.fixture(scope="module")
 def protection_report(tmp_path_factory) -> tuple[report.Report, dict[str, Path]]:
-    tmp = tmp_path_factory.mktemp("protection")
-    return report.write_report(protection_store(tmp / "run"), tmp / "out", report.FORMATS,
-                               n_boot=200)
+    return report_of(tmp_path_factory, "protection", protection_store)
 
 
 def test_protection_members(protection_report):
