@@ -169,15 +169,48 @@ def test_crbench_folders_count_scales_and_dense_tensors(demo_model, tmp_path):
     assert (lineage.method, lineage.bits, lineage.group_size, lineage.sparsity) == (
         "rtn", 4, 64, None)
     # SmolLM2-135M: 106,168,320 decoder linear weights at 4 bits + one 16-bit scale per 64;
-    # the other 28,346,688 parameters (embedding, norms) stored fp32
+    # the other 28,346,688 parameters (embedding, norms), stored fp32, count 16 bits as a
+    # packed export stores them
     linears, total = 106_168_320, 134_515_008
-    expected = (linears * (4 + 16 / 64) + (total - linears) * 32) / total
+    expected = (linears * (4 + 16 / 64) + (total - linears) * 16) / total
     assert lineage.bits_per_weight == pytest.approx(expected)
     pruned = compress_model(demo_model, parse_recipe({"method": "magnitude", "sparsity": 0.5}),
                             tmp_path / "magnitude")
     lineage = read_lineage(pruned)
     assert (lineage.method, lineage.bits, lineage.sparsity) == ("magnitude", None, 0.5)
-    assert lineage.bits_per_weight == 32.0
+    assert lineage.bits_per_weight == 16.0
+    assert read_lineage(demo_model).bits_per_weight == 32.0  # dense: what is stored
+
+
+def test_crbench_folder_counts_unquantized_floats_at_16_bits(tmp_path):
+    """A compression.json folder stored in fp32: the quantized module at 4 bits + a scale per
+    64, the kept-dense module, the embedding and a bf16 norm at 16 bits (min(stored, 16)); an
+    int64 buffer at what it is."""
+    modules = [{"module": "q", "bits": 4, "group_size": 64, "sym": True},
+               {"module": "k", "bits": 4, "group_size": 64, "kept_dense": True}]
+    (tmp_path / "compression.json").write_text(json.dumps(
+        {"method": "rtn", "recipe": {"method": "rtn", "bits": 4, "group_size": 64},
+         "modules": modules}))
+    tensors = {"q.weight": torch.zeros(64, 128), "k.weight": torch.zeros(64, 128),
+               "embed.weight": torch.zeros(100, 128),
+               "norm.weight": torch.zeros(128, dtype=torch.bfloat16),
+               "steps": torch.zeros(4, dtype=torch.int64)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    lineage = read_lineage(tmp_path)
+    assert (lineage.method, lineage.bits, lineage.group_size) == ("rtn", 4, 64)
+    n = 64 * 128
+    stored = n * 4 + 64 * 2 * 16 + n * 16 + 100 * 128 * 16 + 128 * 16 + 4 * 64
+    assert lineage.bits_per_weight == pytest.approx(stored / (2 * n + 100 * 128 + 128 + 4))
+
+
+def test_distilled_folder_is_read_from_its_manifest(tmp_path):
+    tensors = {"w": torch.zeros(8, 8)}
+    folder(tmp_path, None, tensors)
+    (tmp_path / "distill.json").write_text(json.dumps(
+        {"kind": "distill", "student": "demo", "teacher": "solver traces", "examples": 3}))
+    lineage = read_lineage(tmp_path)
+    assert (lineage.method, lineage.bits, lineage.bits_per_weight) == ("distill", None, 32.0)
+    assert lineage.details == {"teacher": "solver traces", "student": "demo"}
 
 
 @pytest.mark.parametrize(

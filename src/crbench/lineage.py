@@ -11,13 +11,16 @@ per weight and sparsity, for models crbench did not make as well as for its own.
                      when it is there), fp8, bitsandbytes
     crbench folder   compression.json (the manifest): the recipe's method and settings,
                      measured sparsity of the compressed layers
+    distilled folder distill.json (`crbench distill`'s manifest): method "distill", its teacher
     anything else    dense, bits per weight from the stored dtype
 
-Effective bits per weight always come from what is stored: every tensor (embeddings, norms,
-kept-dense modules) at its stored size, group scales, zero points and group indices included,
-over the number of parameters. crbench saves quantized weights dequantized, so for its own
-folders a quantized module counts `bits` per weight plus a 16-bit scale (and, asymmetric, a
-16-bit zero point) per group, as a packed export would store it.
+Effective bits per weight come from what is stored: every tensor (embeddings, norms, kept-dense
+modules) at its stored size, group scales, zero points and group indices included, over the
+number of parameters. crbench's own compressed folders are counted as a packed export would
+store them, since crbench saves them in the dtype it computed in (fp32 on a CPU): a quantized
+module at `bits` per weight plus a 16-bit scale (and, asymmetric, a 16-bit zero point) per
+group, every float tensor that was not quantized at 16 bits (at most: min(stored, 16)). Dense
+and distilled folders, GGUF files and published checkpoints count what is stored.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ JsonDict = dict[str, Any]
 DTYPE_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "U32": 32,
               "I16": 16, "U16": 16, "I8": 8, "U8": 8, "BOOL": 8, "F8_E4M3": 8, "F8_E5M2": 8}
 SCALE_BITS = 16  # a 16-bit scale (and zero point) per quantization group
+EXPORT_FLOAT_BITS = 16  # crbench's compressed folders: an unquantized float tensor, exported
+FLOATS = ("F64", "F32", "F16", "BF16")
 # Packed low-bit weights: several weights per stored integer.
 PACKED = ("qweight", "weight_packed")
 # Stored beside a quantized weight; counted in the bits, not in the parameters.
@@ -75,6 +80,10 @@ def read_lineage(path: str | Path) -> Lineage:
         raise InputError(path, "not a model folder or a .gguf file")
     if (path / "compression.json").is_file():
         return crbench_lineage(path)
+    from crbench.distill import MANIFEST as DISTILL_MANIFEST
+
+    if (path / DISTILL_MANIFEST).is_file():
+        return distilled_lineage(path / DISTILL_MANIFEST)
     config = read_json(path / "config.json") if (path / "config.json").is_file() else {}
     quantization = config.get("quantization_config")
     if quantization is None:
@@ -90,29 +99,41 @@ def bits_per_weight(path: str | Path) -> float | None:
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".gguf":
         return gguf_lineage(path).bits_per_weight
-    if not path.is_dir():
-        return None
-    modules: dict[str, JsonDict] = {}
-    nominal: float | None = None
-    if (path / "compression.json").is_file():
-        manifest = read_json(path / "compression.json")
-        modules = {f"{m['module']}.weight": m for m in manifest.get("modules", [])
-                   if isinstance(m, dict) and not m.get("kept_dense") and m.get("bits")}
-    elif (path / "config.json").is_file():
-        quantization = read_json(path / "config.json").get("quantization_config")
-        if isinstance(quantization, dict):
-            nominal = checkpoint_lineage(path, quantization, measure=False).bits
-    bits = params = 0.0
-    for name, shape, dtype in stored_tensors(path):
-        tensor_bits, tensor_params = tensor_cost(name, shape, dtype, modules.get(name), nominal)
-        bits += tensor_bits
-        params += tensor_params
+    bits, params = stored_bits(path)
     return bits / params if params else None
 
 
+def stored_bits(folder: Path) -> tuple[float, float]:
+    """(bits, parameters) of a model folder's weights, counted as the module docstring says
+    ((0, 0) for a folder without safetensors files)."""
+    if not folder.is_dir():
+        return 0.0, 0.0
+    modules: dict[str, JsonDict] = {}
+    nominal: float | None = None
+    float_cap: int | None = None
+    if (folder / "compression.json").is_file():
+        manifest = read_json(folder / "compression.json")
+        modules = {f"{m['module']}.weight": m for m in manifest.get("modules", [])
+                   if isinstance(m, dict) and not m.get("kept_dense") and m.get("bits")}
+        float_cap = EXPORT_FLOAT_BITS
+    elif (folder / "config.json").is_file():
+        quantization = read_json(folder / "config.json").get("quantization_config")
+        if isinstance(quantization, dict):
+            nominal = checkpoint_lineage(folder, quantization, measure=False).bits
+    bits = params = 0.0
+    for name, shape, dtype in stored_tensors(folder):
+        tensor_bits, tensor_params = tensor_cost(name, shape, dtype, modules.get(name), nominal,
+                                                 float_cap)
+        bits += tensor_bits
+        params += tensor_params
+    return bits, params
+
+
 def tensor_cost(name: str, shape: list[int], dtype: str, module: JsonDict | None,
-                nominal: float | None) -> tuple[float, float]:
-    """(stored bits, parameters) of one stored tensor."""
+                nominal: float | None, float_cap: int | None = None) -> tuple[float, float]:
+    """(stored bits, parameters) of one stored tensor. `module`: its compression.json record
+    when crbench quantized it; `nominal`: a published checkpoint's bits (packed tensors);
+    `float_cap`: the most bits an unquantized float tensor counts (crbench's own folders)."""
     numel = math.prod(shape)
     stored = numel * DTYPE_BITS.get(dtype, 32)
     short = name.rsplit(".", 1)[-1]
@@ -125,6 +146,8 @@ def tensor_cost(name: str, shape: list[int], dtype: str, module: JsonDict | None
         groups = rows * math.ceil(cols / (module.get("group_size") or cols))
         per_group = SCALE_BITS * (1 if module.get("sym", True) else 2)
         return numel * float(module["bits"]) + groups * per_group, float(numel)
+    if float_cap is not None and dtype in FLOATS:
+        return numel * min(DTYPE_BITS[dtype], float_cap), float(numel)
     return stored, float(numel)
 
 
@@ -277,6 +300,14 @@ def nominal_bits(type_name: str | None) -> int | None:
     """Q4_1 -> 4, Q6_K -> 6, IQ2_XXS -> 2, TQ1_0 -> 1; float types -> None."""
     found = re.match(r"^(?:I|T)?Q(\d)", type_name or "")
     return int(found[1]) if found else None
+
+
+def distilled_lineage(manifest_file: Path) -> Lineage:
+    """From `crbench distill`'s manifest: a distilled model, its teacher (bits as stored)."""
+    manifest = read_json(manifest_file)
+    details = {key: str(manifest[key]) for key in ("teacher", "student") if manifest.get(key)}
+    return Lineage("distill", bits_per_weight=bits_per_weight(manifest_file.parent),
+                   details=details)
 
 
 def crbench_lineage(folder: Path) -> Lineage:

@@ -80,6 +80,9 @@ class PlannedVariant:
     method: Method | None = None  # the recipe's line in the method registry
     calib: Path | None = None  # a local calibration file, resolved
     calib_sha256: str | None = None  # its content is part of the variant
+    # A spec model with a declared `parent`: the model its chain of parents starts from, which
+    # the report groups it with. Not part of the identity: lineage changes no generation.
+    made_from: str | None = None
 
     @property
     def method_name(self) -> str:
@@ -213,7 +216,9 @@ def plan_variants(spec: Spec, spec_path: Path) -> list[PlannedVariant]:
     base = spec_path.parent
     sources = {label: model_source(model.source, base=base, engine=model.engine)
                for label, model in spec.models.items()}
-    variants = [PlannedVariant(label, label, model, sources[label])
+    roots = lineage_roots(spec, spec_path)
+    variants = [PlannedVariant(label, label, model, sources[label],
+                               made_from=roots[label] if model.parent else None)
                 for label, model in spec.models.items()]
     for label, v in spec.variants.items():
         if sources[v.model].kind == "server":
@@ -226,6 +231,30 @@ def plan_variants(spec: Spec, spec_path: Path) -> list[PlannedVariant]:
         variants.append(PlannedVariant(label, v.model, spec.models[v.model], sources[v.model],
                                        v.recipe, method, calib, digest))
     return variants
+
+
+def lineage_roots(spec: Spec, spec_path: Path) -> dict[str, str]:
+    """Each spec model's root: follow declared `parent`s (a variant's parent is its model) to
+    a model without one. An unknown parent or a cycle is refused, naming the model's key."""
+    parents = {label: model.parent for label, model in spec.models.items()}
+    parents.update({label: variant.model for label, variant in spec.variants.items()})
+    roots: dict[str, str] = {}
+    for label, model in spec.models.items():
+        if model.parent is not None and model.parent not in parents:
+            raise InputError(spec_path, f"{model.parent!r} is not a model or variant of this "
+                                        f"spec (known: {', '.join(parents)})",
+                             f"[models.{label}].parent")
+        chain, current = [label], parents[label]
+        while current is not None:
+            if current in chain:
+                cycle = chain[chain.index(current):]
+                first = next(c for c in cycle if c in spec.models)  # a variant names no parent
+                raise InputError(spec_path, "parents form a cycle: "
+                                 + " -> ".join([*cycle, current]), f"[models.{first}].parent")
+            chain.append(current)
+            current = parents.get(current)
+        roots[label] = chain[-1]
+    return roots
 
 
 def calib_file(spec_path: Path, label: str, recipe: JsonDict) -> Path | None:

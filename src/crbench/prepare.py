@@ -15,7 +15,6 @@ Which model sources exist and how each becomes a folder is `crbench.models.model
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from crbench.compress.methods import load
 from crbench.engines.base import Engine
 from crbench.errors import InputError
-from crbench.lineage import Lineage, bits_per_weight, read_lineage
+from crbench.lineage import Lineage, bits_per_weight, read_lineage, stored_bits
 from crbench.models import check_source, local_model
 from crbench.plan import JsonDict, Plan, PlannedVariant
 from crbench.records import VariantRecord
@@ -74,9 +73,12 @@ def prepare_variant(plan: Plan, variant: PlannedVariant) -> PreparedVariant:
 
 
 def describe_model(variant: PlannedVariant, path: str) -> VariantRecord:
-    """A spec model's row. What a local folder or GGUF file is (a GGUF quantization, a GPTQ
-    or AWQ checkpoint, or dense) is read from the file itself (`crbench.lineage`); bits per
-    weight from what is stored. A hub model or server is described as dense."""
+    """A spec model's row. What a local folder or GGUF file is (a GGUF quantization, a GPTQ,
+    AWQ or compressed-tensors checkpoint, a distilled model, or dense) is read from the file
+    itself (`crbench.lineage`); bits per weight from what is stored. What the spec declares
+    (`parent`, `method`, `bits`, `group_size`, `sparsity`) wins over what is read: a hub model
+    or a server has nothing to read. A model with a parent is grouped with the model its
+    parents start from (`base_model`), so the report shows it beside them."""
     source = variant.source
     lineage = Lineage()
     if source.kind in ("folder", "gguf", "named"):
@@ -84,8 +86,10 @@ def describe_model(variant: PlannedVariant, path: str) -> VariantRecord:
             lineage = read_lineage(source.ref if source.kind != "named" else path)
         except InputError as exc:
             print(f"crbench: {variant.label}: lineage not read ({exc})", file=sys.stderr)
-    return VariantRecord(variant=variant.label, base_model=variant.base_model, model_path=path,
-                         size_bytes=weights_size(Path(path)), **lineage.record_fields())
+    return VariantRecord(variant=variant.label, base_model=variant.made_from or variant.base_model,
+                         model_path=path, size_bytes=weights_size(Path(path)),
+                         teacher=lineage.details.get("teacher"),
+                         **{**lineage.record_fields(), **variant.model.lineage})
 
 
 def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:
@@ -106,7 +110,7 @@ def describe_built(variant: PlannedVariant, path: Path) -> VariantRecord:
         bits=settings.get("bits") if quant else None,
         group_size=(settings.get("group_size") or None) if quant else None,
         bits_per_weight=bits_per_weight(path),
-        size_bytes=effective_size(path, manifest.get("modules", [])),
+        size_bytes=effective_size(path),
         model_path=str(path),
         manifest=json.dumps(manifest, default=str) if manifest else None,
         teacher=settings.get("teacher"),  # distilled variants: what the student learned from
@@ -145,40 +149,14 @@ def weights_size(path: Path) -> int | None:
     return sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
 
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-SCALE_BYTES = 2  # an fp16 scale (and zero point) per quantization group
-
-
-def effective_size(path: Path, modules: list[JsonDict]) -> int | None:
-    """Bytes the weights would take stored compactly. Quantized weights are saved dequantized
-    (fake-quant), so their size on disk says nothing: each quantized module counts
-    bits/8 per weight plus an fp16 scale (and, asymmetric, a zero point) per group or row;
-    every other tensor counts at its stored dtype. Pruned weights count dense (sparse formats
-    differ too much to pick one; the `sparsity` column says how many are zero)."""
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files:
-        return weights_size(path)
-    from safetensors import safe_open
-
-    quantized = {f"{m['module']}.weight": m for m in modules
-                 if not m.get("kept_dense") and m.get("bits")}
-    total = 0.0
-    for file in files:
-        with safe_open(file, "pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
-                tensor = f.get_slice(name)
-                shape = tensor.get_shape()
-                numel = math.prod(shape)
-                module = quantized.get(name)
-                if module is None or len(shape) != 2:
-                    total += numel * DTYPE_BYTES.get(tensor.get_dtype(), 4)
-                    continue
-                rows, cols = shape
-                groups = rows * math.ceil(cols / (module.get("group_size") or cols))
-                per_group = SCALE_BYTES * (1 if module.get("sym", True) else 2)
-                total += numel * module["bits"] / 8 + groups * per_group
-    return int(total)
+def effective_size(path: Path) -> int | None:
+    """Bytes the weights take stored compactly: the bits `crbench.lineage` counts for bits per
+    weight, over 8. crbench saves quantized weights dequantized (fake-quant), so their size on
+    disk says nothing: a quantized module counts bits/8 per weight plus a 16-bit scale (and,
+    asymmetric, a zero point) per group, any other float tensor at most 2 bytes. Pruned weights
+    count dense (sparse formats differ too much to pick one; `sparsity` says how many are 0)."""
+    bits, _ = stored_bits(path)
+    return int(bits / 8) if bits else weights_size(path)
 
 
 # --- perplexity and engines -----------------------------------------------------------------

@@ -9,6 +9,11 @@ A spec is a TOML (or YAML) file; it is data and is never executed. Example:
     engine = "hf"                           # hf | openai | vllm | llamacpp
     batch_size = 8                          # every other key is an engine option
 
+    [models.smol-q4]                        # a model made elsewhere, paired with its parent
+    source = "smol.Q4_K_M.gguf"             # method and bits are read from the file itself
+    parent = "smol"                         # lineage: parent, method, bits, group_size,
+                                            # sparsity (declared wins over what is read)
+
     [variants.smol-wanda50]                 # label -> base model label + compression recipe
     model = "smol"
     method = "wanda"
@@ -32,7 +37,9 @@ A spec is a TOML (or YAML) file; it is data and is never executed. Example:
     [ppl]                                   # optional: perplexity of every variant
     data = "examples/data/ppl.txt"
 
-Every model is also its own "dense" variant under its own label. Engine options: hf takes
+Every model is also its own "dense" variant under its own label. Lineage keys describe a model
+for the report (its parent, and where it sits on the bits and sparsity axes); they are not
+engine options and do not change what is generated. Engine options: hf takes
 batch_size, device, dtype, trust_remote_code; servers (engine "openai", source = the base URL)
 take model (the name the server knows), api_key_env, concurrency, timeout, max_retries. A task
 key other than task/label/path/limit/seed/style (mode, difficulty, ...) goes to the task's
@@ -75,6 +82,8 @@ THROUGHPUT_OPTIONS = frozenset({
     "max_backoff_s", "chunk_size", "tensor_parallel_size", "data_parallel_size",
     "gpu_memory_utilization", "endpoints",
 })
+# A model's declared lineage (ModelSpec): described in the report, never passed to the engine.
+LINEAGE_KEYS = ("parent", "method", "bits", "group_size", "sparsity")
 # Task options that choose which items are run, not what one item is: left out of the key
 # (an item is identified by its index, id and rendered prompt, so a bigger `limit` reuses the
 # generations already stored for the smaller one).
@@ -93,16 +102,34 @@ class Strict(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    """A model: its source and engine; any other key is an option for the engine."""
+    """A model: its source and engine, its declared lineage, and any other key is an option
+    for the engine.
+
+    Lineage (all optional; the report reads them, generation does not): `parent`, the label of
+    the model it was made from (another model or variant of the spec; checked by the plan);
+    `method`, `bits`, `group_size`, `sparsity`, which override what is read from the model's
+    file (`crbench.lineage`), e.g. for a hub model or a server, where there is nothing to read.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     source: str = Field(min_length=1)
     engine: str = "hf"  # a key of the engine registry, `crbench.engines.ENGINES`
+    parent: str | None = Field(default=None, min_length=1)
+    method: str | None = Field(default=None, min_length=1)  # "distill", "gguf", "awq", ...
+    bits: float | None = Field(default=None, gt=0, le=32)  # nominal weight bits
+    group_size: int | None = Field(default=None, ge=1)
+    sparsity: float | None = Field(default=None, ge=0, lt=1)  # fraction of weights that are 0
 
     @property
     def options(self) -> dict[str, Any]:
+        """The engine's options: every key that is not source, engine or lineage."""
         return dict(self.model_extra or {})
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The lineage keys the spec sets, as `VariantRecord` fields."""
+        return {key: value for key in LINEAGE_KEYS if (value := getattr(self, key)) is not None}
 
     @field_validator("engine")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from crbench.analysis import Estimate
+from crbench.analysis import Estimate, parent_of
 from crbench.records import VariantRecord
 from crbench.report.context import ReportContext
 from crbench.report.document import Column, Section, Table, col, make_table, shown
@@ -17,7 +17,9 @@ NOTE = (
     "resampled). Knowledge tasks: exact match (EM) and token F1. tokens: mean completion "
     "tokens per question. average: unweighted mean over the reasoning tasks ({reasoning}); "
     "knowledge tasks are left out, as in the paper; shown once a variant has all of them. "
-    "n=done/planned marks cells still in progress."
+    "n=done/planned marks cells still in progress. parent: the model a variant is compared "
+    "with. bits: nominal weight bits (16: not quantized); bits/weight: effective, from what is "
+    "stored (group scales and unquantized tensors included)."
 )
 Scored = tuple[Estimate, str]  # an estimate and its "n=done/planned" while in progress
 
@@ -33,14 +35,21 @@ def show_scored(value: Scored) -> str:
 def variant_columns(r: ResultSet) -> list[Column[str]]:
     has_ppl = any(r.variants[v].ppl is not None for v in r.with_data)
     var = r.variants.__getitem__
-    return [
-        col("base model", "base_model", lambda n: var(n).base_model),
+    def parent(n: str) -> str:
+        found = parent_of(var(n), r.variants)
+        return found.variant if found else ""  # a root
+
+    return [  # the base model in CSV only: rows are grouped by it, and `parent` says more
+        col(None, "base_model", lambda n: var(n).base_model),
         col("variant", "variant", lambda n: n),
+        col("parent", "parent", parent, lambda p: p or DASH),
         col("method", "method", var, lambda v: v.kind, lambda v: (v.method,)),
         col("sparsity %", "sparsity", lambda n: var(n).sparsity,
             lambda s: f"{100 * s:g}" if s is not None else DASH),
         col(None, "pattern", lambda n: var(n).pattern or ""),
         col("bits", "bits", lambda n: var(n).bits, lambda b: f"{b:g}" if b is not None else "16"),
+        col("bits/weight", "bits_per_weight", lambda n: var(n).bits_per_weight,
+            lambda b: num(b, 2)),
         col("size GB", "size_gb", lambda n: size_gb(var(n)), lambda x: num(x, 2)),
         col("ppl" if has_ppl else None, "ppl", lambda n: var(n).ppl, lambda x: num(x, 2)),
     ]
