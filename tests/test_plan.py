@@ -292,3 +292,59 @@ def test_a_spec_model_is_described_by_what_its_file_is(tmp_path, demo_model):
     assert (q4.record.method, q4.record.bits) == ("gguf", 4)
     assert q4.record.bits_per_weight is not None and 4 < q4.record.bits_per_weight < 6
     assert q4.record.size_bytes == gguf.stat().st_size
+
+
+def test_lineage_keys_describe_a_model_without_changing_what_is_generated(tmp_path):
+    """Declared lineage is not an engine option and not part of any key: the keyed spec with
+    lineage on its model plans the very same generations."""
+    plain = planning.build_plan(keyed_spec(tmp_path / "plain"), tmp_path / "out")
+    declared = keyed_spec(tmp_path / "declared")
+    declared.write_text(KEYED_SPEC.replace(
+        'dtype = "float32"\n', 'dtype = "float32"\nmethod = "qat"\nbits = 4\ngroup_size = 32\n'
+                               'sparsity = 0.25\n'), encoding="utf-8")
+    plan = planning.build_plan(declared, tmp_path / "out")
+    assert [w.key for w in plan.work] == [w.key for w in plain.work]
+    model = plan.variants[0].model
+    assert model.options == {"batch_size": 4, "dtype": "float32"}
+    assert model.lineage == {"method": "qat", "bits": 4, "group_size": 32, "sparsity": 0.25}
+
+
+def test_declared_lineage_wins_and_pairs_a_hub_model_with_its_parent(tmp_path):
+    """A hub model has nothing to read: what the spec declares is its row, grouped with the
+    model its parents start from (a variant's parent is its model)."""
+    from crbench import prepare
+
+    spec = write(tmp_path, '[models.demo]\nsource = "demo"\n'
+                           '[variants.demo-rtn]\nmodel = "demo"\nmethod = "rtn"\nbits = 8\n'
+                           '[models.awq]\nsource = "org/model-AWQ"\nparent = "demo-rtn"\n'
+                           'method = "awq"\nbits = 4\ngroup_size = 128\n'
+                           f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n')
+    plan = planning.build_plan(spec, tmp_path / "run")
+    awq = next(v for v in plan.variants if v.label == "awq")
+    assert (awq.base_model, awq.made_from) == ("awq", "demo")  # keys keep its own label
+    record = prepare.prepare_variant(plan, awq).record
+    assert (record.base_model, record.parent, record.method, record.bits, record.group_size,
+            record.sparsity) == ("demo", "demo-rtn", "awq", 4, 128, None)
+
+
+@pytest.mark.parametrize(
+    ("models", "place", "words"),
+    [
+        ('[models.a]\nsource = "demo"\nparent = "b"\n', "[models.a].parent",
+         "'b' is not a model or variant of this spec (known: a)"),
+        ('[models.a]\nsource = "demo"\nparent = "a"\n', "[models.a].parent",
+         "parents form a cycle: a -> a"),
+        ('[models.a]\nsource = "demo"\n[models.b]\nsource = "demo"\nparent = "c"\n'
+         '[models.c]\nsource = "demo"\nparent = "b"\n', "[models.b].parent",
+         "parents form a cycle: b -> c -> b"),
+        ('[models.a]\nsource = "demo"\nparent = "v"\n[variants.v]\nmodel = "a"\n'
+         'method = "rtn"\nbits = 4\n', "[models.a].parent", "parents form a cycle: a -> v -> a"),
+        ('[models.a]\nsource = "demo"\nbits = 0\n', "[models.a].bits", "greater than 0"),
+    ],
+)
+def test_bad_lineage_is_refused_naming_the_model_and_key(tmp_path, models, place, words):
+    task = f'[[tasks]]\ntask = "aime24"\npath = "{DATA / "aime_mini.jsonl"}"\n'
+    spec = write(tmp_path, models + task)
+    with pytest.raises(InputError) as error:
+        planning.build_plan(spec, tmp_path / "run")
+    assert error.value.place == place and words in error.value.message

@@ -86,8 +86,9 @@ def describe_model(variant: PlannedVariant, path: str) -> VariantRecord:
             lineage = read_lineage(source.ref if source.kind != "named" else path)
         except InputError as exc:
             print(f"crbench: {variant.label}: lineage not read ({exc})", file=sys.stderr)
+    stored = Path(source.ref if source.kind == "gguf" else path)  # not its converted copy
     return VariantRecord(variant=variant.label, base_model=variant.made_from or variant.base_model,
-                         model_path=path, size_bytes=weights_size(Path(path)),
+                         model_path=path, size_bytes=weights_size(stored),
                          teacher=lineage.details.get("teacher"),
                          **{**lineage.record_fields(), **variant.model.lineage})
 
