@@ -192,3 +192,31 @@ def test_stacking_layers_that_share_a_hessian_changes_nothing(loaded, activation
     pruned, _ = sparsegpt(torch.cat([w_q, w_k]), h, sparsity=0.5, segments=[576, 192])
     assert (pruned[:576] == 0).sum().item() == 576 * 576 // 2
     assert (pruned[576:] == 0).sum().item() == 192 * 576 // 2
+
+
+def test_propagate_dense_calibrates_each_layer_on_the_uncompressed_outputs(demo_model, fixtures):
+    """With propagate = "dense" layer 1 sees what the dense model gives it: its GPTQ weights equal
+    those of a run that compresses layer 1 alone (layer 0 kept dense); by default it sees layer
+    0's compressed outputs and comes out different."""
+    calib = fixtures / "compress_calib.txt"
+
+    def layer_1(**fields) -> tuple[dict[str, torch.Tensor], dict]:
+        model, tokenizer = load_causal_lm(demo_model, device="cpu")
+        result = compress_loaded(model, tokenizer, fast_recipe(
+            method="gptq", bits=3, group_size=64, calib=calib, **fields))
+        return ({k: v.clone() for k, v in model.state_dict().items() if "layers.1." in k},
+                result)
+
+    dense_inputs, result = layer_1(propagate="dense")
+    alone, _ = layer_1(dense=["re:layers\\.(0|[2-9]|[1-2][0-9])\\."])
+    compressed_inputs, _ = layer_1()
+    assert all(torch.equal(dense_inputs[k], alone[k]) for k in alone)
+    assert any(not torch.equal(dense_inputs[k], compressed_inputs[k]) for k in alone
+               if "proj" in k)
+    assert "output_error" not in result["layers"][1]  # no second pass to measure it
+
+
+def test_propagate_is_refused_for_methods_not_calibrated_layer_by_layer():
+    with pytest.raises(InputError, match="not calibrated layer by layer") as caught:
+        parse_recipe({"method": "rtn", "propagate": "dense"})
+    assert caught.value.place == "propagate"

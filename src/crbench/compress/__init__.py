@@ -52,6 +52,10 @@ Recipe fields (TOML file for `crbench compress --recipe`, or a dict for `compres
     calib_samples windows of calibration text (default 32)
     seqlen        tokens per window (default 512)
     seed          which windows (default 0); same recipe + seed -> identical weights
+    propagate     calibrated methods: what each next layer is calibrated on: "compressed"
+                  (default: the outputs of the layers compressed so far, as the GPTQ and
+                  SparseGPT reference code does) or "dense" (the uncompressed model's outputs,
+                  as AutoAWQ and llm-compressor's AWQ do; saves one forward per layer)
     dense         list of module patterns kept dense (16-bit), e.g. the last layer's MLP:
                       dense = ["layers.-1.mlp.*"]
     overrides     list of {match = pattern or list, dense = true | other settings}, e.g.

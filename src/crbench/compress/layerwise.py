@@ -6,7 +6,8 @@
 2. For each decoder layer in turn: run it on its inputs with hooks that accumulate statistics
    of every target linear layer's input (pass 1, which also gives the dense outputs); compress
    those linear layers; run it again (pass 2) so the next layer is calibrated on the outputs of
-   the already-compressed model, and measure how far those moved from the dense outputs.
+   the already-compressed model, and measure how far those moved from the dense outputs
+   (`propagate="dense"`: no pass 2; the next layer gets the uncompressed outputs).
    A method may first transform the layer on its inputs (`prepare_layer`, before pass 1): AWQ
    folds its scales there, so the statistics and pass 1 see the scaled layer.
 Only one decoder layer's inputs and outputs are held at a time; on a GPU only the current
@@ -131,6 +132,7 @@ def calibrate_sequentially(
     device: torch.device,
     log: Callable[[str], None] | None = None,
     prepare_layer: PrepareLayer | None = None,
+    propagate: str = "compressed",
 ) -> tuple[list[dict], list[dict]]:
     """Compress `targets` (layer index -> {name: linear}) layer by layer; returns the module
     records and one record per decoder layer (relative output error, seconds)."""
@@ -162,7 +164,9 @@ def calibrate_sequentially(
             hessian = stats.accumulators[names[0]].value(names[0])
             module_records += compress_group(index, {n: modules[n] for n in names}, hessian)
         del stats
-        if modules:  # pass 2: what the next layer will see
+        if modules and propagate == "dense":  # the uncompressed outputs, as they came
+            dense_out = dense_out if reference is None else reference
+        elif modules:  # pass 2: what the next layer will see
             moved = total = 0.0
             for i, h in enumerate(hidden):
                 out = run_layer(layer, h, layer_kwargs)

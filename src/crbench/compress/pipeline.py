@@ -183,7 +183,8 @@ def compress_loaded(model: nn.Module, tokenizer: Any, recipe: Recipe, *,
         step = getattr(algorithm_module(recipe.method), "layer_step", None)  # AWQ's scales
         records, result["layers"] = calibrate_sequentially(
             model, windows, targets, group, diagonal_only=needs == "column_norms",
-            device=device, log=log, prepare_layer=step(recipe, plan) if step else None)
+            device=device, log=log, prepare_layer=step(recipe, plan) if step else None,
+            propagate=recipe.propagate)
         model.to("cpu")
     result["modules"] = sorted(records + kept, key=lambda r: (r["layer"], r["module"]))
     return result

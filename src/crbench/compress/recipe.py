@@ -75,6 +75,9 @@ class Recipe(Settings):
     calib_samples: int = Field(default=32, ge=1)
     seqlen: int = Field(default=512, ge=2)
     seed: int = 0
+    # What the next layer is calibrated on: the compressed layers' outputs (the GPTQ and
+    # SparseGPT reference code) or the uncompressed model's (AutoAWQ and llm-compressor's AWQ).
+    propagate: Literal["compressed", "dense"] = "compressed"
     dense: list[str] = []  # module patterns kept dense, e.g. ["layers.-1.mlp.*"]
     overrides: list[Override] = []
     then: Literal["rtn", "gptq"] | None = None  # awq: how the scaled weights are quantized
@@ -171,6 +174,8 @@ def _method_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         for name in ("act_order", "static_groups", *methods.HESSIAN_FIELDS):
             if name in recipe.model_fields_set:
                 yield name, "applies to method 'awq' only with then = 'gptq'"
+    if not method.calibrated and "propagate" in recipe.model_fields_set:
+        yield "propagate", f"method {method.name!r} is not calibrated layer by layer"
     if method.calibrated and not recipe.calib:
         yield "calib", f"method {method.name!r} needs calibration text (a .txt or .jsonl file)"
 
