@@ -3,7 +3,9 @@ column's rounding error onto the columns not yet quantized through the inverse H
 
 For column i with inverse-Hessian Cholesky row U[i] (U = chol(H^-1), upper):
     q_i = grid(w_i);  e = (w_i - q_i) / U[i, i];  W[:, i:] -= e U[i, i:]
-done lazily in blocks of `block_size` columns (Algorithm 1 of the paper). With `act_order`
+done lazily in blocks of `block_size` columns (Algorithm 1 of the paper), and inside a block
+in sub-blocks of 16 columns whose rank-1 updates touch only each other, one matmul then updating
+the rest of the block (the same sums in another order; 1.6-1.8x faster on a CPU). With `act_order`
 (the recipe's default: on SmolLM2 it takes GPTQ W4 from no better than rounding to well below
 it), columns go in order of decreasing H[i, i] (the inputs with the most energy first), and
 groups are formed in that order, as in the reference code without static groups; the result is
@@ -16,12 +18,15 @@ is reached, from the weights as updated so far (the reference code), which fits 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from crbench.compress.hessian import inverse_cholesky, kill_dead_columns
 from crbench.compress.quant import fit_grid
 
 NEEDS = "hessian"
+SUB_BLOCK = 16  # columns whose rank-1 updates touch only each other; a matmul updates the rest
 
 
 def gptq(
@@ -60,6 +65,7 @@ def gptq(
     grid = fit_grid(w, bits, sym) if not group_size else None
     if group_size:  # whole groups per block, so a group's grid sees its up-to-date weights
         block_size = max(block_size // group_size, 1) * group_size
+    sub = math.gcd(SUB_BLOCK, group_size or SUB_BLOCK)  # a group starts on a sub-block
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
         block, hinv_block = w[:, start:end].clone(), hinv[start:end, start:end]
@@ -76,8 +82,13 @@ def gptq(
             qi = grid.quantize(wi)
             q[:, col] = qi
             err = (wi - qi) / hinv_block[i, i]
-            block[:, i:].addr_(err, hinv_block[i, i:], alpha=-1)  # -= err x U[i, i:]
+            # -= err x U[i, i:], within the sub-block now and past it once the sub-block is done
+            sub_end = (i // sub + 1) * sub
+            block[:, i:sub_end].addr_(err, hinv_block[i, i:sub_end], alpha=-1)
             errors[:, i] = err
+            if i + 1 == sub_end:
+                block[:, sub_end:] -= errors[:, sub_end - sub : sub_end] @ hinv_block[
+                    sub_end - sub : sub_end, sub_end:]
         w[:, end:] -= errors @ hinv[start:end, end:]
         row_loss += errors.pow(2).sum(dim=1)
 

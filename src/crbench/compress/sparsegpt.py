@@ -6,7 +6,8 @@ read as U[i, i]^2, as in the paper's Algorithm 1): exactly `sparsity` of the blo
 For N:M the mask of each group of M columns is chosen when the group is reached, from the
 weights as updated so far: the M-N least salient inputs of the group in each row. Each column is
 zeroed where masked and its error e = (w_i - q_i) / U[i, i] is pushed onto the remaining
-columns: W[:, i:] -= e U[i, i:]. Unstructured masks are exact per block, so every module ends
+columns: W[:, i:] -= e U[i, i:] (within sub-blocks of 16 columns as it goes, then one matmul
+for the rest of the block, as in `gptq`). Unstructured masks are exact per block, so every module ends
 at exactly the requested sparsity (up to rounding of one weight per block).
 """
 
@@ -17,6 +18,7 @@ import torch
 from crbench.compress.hessian import inverse_cholesky, kill_dead_columns
 
 NEEDS = "hessian"
+SUB_BLOCK = 16  # columns whose rank-1 updates touch only each other; a matmul updates the rest
 
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -62,6 +64,8 @@ def sparsegpt(
     row_loss = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     if pattern:  # N:M groups must not straddle blocks
         block_size = max(block_size // pattern[1], 1) * pattern[1]
+    # N:M groups must not straddle sub-blocks either
+    sub = max(SUB_BLOCK // pattern[1], 1) * pattern[1] if pattern else SUB_BLOCK
 
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
@@ -80,9 +84,14 @@ def sparsegpt(
             wi = block[:, i]
             qi = torch.where(mask[:, i], torch.zeros_like(wi), wi)
             err = (wi - qi) / hinv_block[i, i]
-            block[:, i:].addr_(err, hinv_block[i, i:], alpha=-1)  # -= err x U[i, i:]
+            # -= err x U[i, i:], within the sub-block now and past it once the sub-block is done
+            sub_end = (i // sub + 1) * sub
+            block[:, i:sub_end].addr_(err, hinv_block[i, i:sub_end], alpha=-1)
             block[:, i] = qi  # exact zeros, whatever rounding the update left
             errors[:, i] = err
+            if i + 1 == sub_end:
+                block[:, sub_end:] -= errors[:, sub_end - sub : sub_end] @ hinv_block[
+                    sub_end - sub : sub_end, sub_end:]
         w[:, start:end] = block
         w[:, end:] -= errors @ hinv[start:end, end:]
         row_loss += errors.pow(2).sum(dim=1)
