@@ -103,10 +103,11 @@ def folder(files: dict[str, bytes | None]) -> Callable[[Path], None]:
 
 def model_folder(config: bytes | None = b"demo",
                  weights: dict[str, Callable[[], bytes]] | None = None,
-                 tokenizer: bool = True) -> Callable[[Path], None]:
-    """A model folder built from the demo model's files: config (b"demo" = the real one),
-    weight files (default: the real safetensors, hard-linked; else name -> maker of bytes),
-    and the tokenizer files."""
+                 tokenizer: bool = True,
+                 quantization: dict | None = None) -> Callable[[Path], None]:
+    """A model folder built from the demo model's files: config (b"demo" = the real one, with
+    `quantization` as its quantization_config if given), weight files (default: the real
+    safetensors, hard-linked; else name -> maker of bytes), and the tokenizer files."""
 
     def build(path: Path) -> None:
         from crbench.models import demo_model_path
@@ -115,6 +116,9 @@ def model_folder(config: bytes | None = b"demo",
         path.mkdir()
         if config is not None:
             data = (demo / "config.json").read_bytes() if config == b"demo" else config
+            if quantization is not None:
+                data = json.dumps({**json.loads(data), "quantization_config": quantization}
+                                  ).encode()
             (path / "config.json").write_bytes(data)
         if tokenizer:
             for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -507,6 +511,9 @@ MODEL_CASES = [  # `crbench ppl --model FOLDER`
     Case("model-foreign-safetensors", "model", "m",
          model_folder(weights={"model.safetensors": foreign_safetensors}), None),
     Case("model-no-tokenizer", "model", "m", model_folder(tokenizer=False), None),
+    # A published GPTQ checkpoint whose loader (optimum / gptqmodel) is not installed here.
+    Case("model-quantized-loader-missing", "model", "m", model_folder(
+        quantization={"quant_method": "gptq", "bits": 4, "group_size": 64}), None),
 ]
 
 CASES = (SPEC_CASES + AIME_CASES + FOLIO_CASES + TEMPORAL_CASES + MUSIQUE_CASES + SYNTH_CASES

@@ -272,7 +272,8 @@ def load_causal_lm(
                                                use_safetensors=True,
                                                trust_remote_code=trust_remote_code,
                                                output_loading_info=True))
-    except (OSError, ValueError, SafetensorError) as exc:
+    # ImportError: a quantized checkpoint whose loader is not installed (compressed-tensors, ...)
+    except (OSError, ValueError, ImportError, SafetensorError) as exc:
         raise InputError(path, f"cannot load model: {str(exc).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
