@@ -7,8 +7,8 @@ For N:M the mask of each group of M columns is chosen when the group is reached,
 weights as updated so far: the M-N least salient inputs of the group in each row. Each column is
 zeroed where masked and its error e = (w_i - q_i) / U[i, i] is pushed onto the remaining
 columns: W[:, i:] -= e U[i, i:] (within sub-blocks of 16 columns as it goes, then one matmul
-for the rest of the block, as in `gptq`). Unstructured masks are exact per block, so every module ends
-at exactly the requested sparsity (up to rounding of one weight per block).
+for the rest of the block, as in `gptq`). Unstructured masks are exact per block, so every
+module ends at exactly the requested sparsity (up to rounding of one weight per block).
 """
 
 from __future__ import annotations
