@@ -18,6 +18,7 @@ import torch
 
 from crbench.errors import InputError
 
+TRIANGULAR_LEAF = 512  # below this a plain triangular solve is as fast as splitting
 MAX_DAMP = 10.0  # lambda up to 10x the mean diagonal: beyond that the "Hessian" means nothing
 
 
@@ -55,18 +56,48 @@ def kill_dead_columns(h: torch.Tensor, w: torch.Tensor) -> int:
     return int(dead.sum())
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN or Inf in `t`. A finite sum proves it at a fraction of the cost of isfinite()
+    (which makes a bool per entry); only an overflowing sum needs the entry-wise check."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def lower_triangular_inverse(lower: torch.Tensor) -> torch.Tensor:
+    """L^-1 for lower-triangular L, by 2 x 2 blocks: [[A, 0], [B, C]]^-1 is
+    [[A^-1, 0], [-C^-1 B A^-1, C^-1]]. A triangular solve against I below TRIANGULAR_LEAF
+    columns; above it the blocks skip most of the zeros a solve against I multiplies through
+    (a solve costs n^3 multiply-adds, the triangular inverse n^3/3; 1.25x faster at 1536)."""
+    n = lower.shape[0]
+    if n <= TRIANGULAR_LEAF:
+        eye = torch.eye(n, dtype=lower.dtype, device=lower.device)
+        return torch.linalg.solve_triangular(lower, eye, upper=False)
+    k = n // 2
+    out = torch.zeros_like(lower)
+    out[:k, :k] = top = lower_triangular_inverse(lower[:k, :k])
+    out[k:, k:] = bottom = lower_triangular_inverse(lower[k:, k:])
+    out[k:, :k] = -(bottom @ (lower[k:, :k] @ top))
+    return out
+
+
 def inverse_cholesky(h: torch.Tensor, damp: float, where: str) -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor of (H + lambda I)^-1 and the damp fraction that made it work."""
+    """Upper Cholesky factor of (H + lambda I)^-1 and the damp fraction that made it work.
+
+    One factorisation instead of three: with J the reversal permutation and J H J = M M^T
+    (M lower), H = (J M J)(J M J)^T where J M J is upper, so H^-1 = U^T U with
+    U = (J M J)^-1 = J M^-1 J, upper with a positive diagonal: the unique upper factor.
+    """
     mean_diag = torch.mean(torch.diag(h)).item()
-    if not torch.isfinite(h).all() or mean_diag <= 0:
+    if not all_finite(h) or mean_diag <= 0:
         raise InputError(None, "Hessian has NaN/Inf or no positive diagonal", where)
-    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    reversed_h = torch.flip(h, (0, 1))
     tried = damp
     while tried <= MAX_DAMP * (1 + 1e-9):
-        lower, info = torch.linalg.cholesky_ex(h + tried * mean_diag * eye)
+        damped = reversed_h.clone()
+        damped.diagonal().add_(tried * mean_diag)
+        lower, info = torch.linalg.cholesky_ex(damped)
         if info == 0:
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
-            if info == 0 and torch.isfinite(upper).all():
+            upper = torch.flip(lower_triangular_inverse(lower), (0, 1))
+            if all_finite(upper):
                 return upper, tried
         tried *= 10
     raise InputError(None, f"Hessian is not positive definite even with damping {MAX_DAMP:g} "
