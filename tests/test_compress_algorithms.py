@@ -154,6 +154,8 @@ GPTQ_CASES = [
     (96, 384, {"bits": 3, "group_size": 32, "sym": False}),
     (64, 200, {"bits": 4, "group_size": None, "sym": False, "act_order": True}),
     (64, 300, {"bits": 8, "group_size": 20, "sym": False}),  # groups cut across sub-blocks
+    (64, 600, {"bits": 4, "group_size": 256, "sym": False}),  # a group longer than a block
+    (64, 200, {"bits": 4, "group_size": 64, "sym": True, "static_groups": True}),  # short last
 ]
 
 

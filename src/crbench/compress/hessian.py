@@ -14,12 +14,29 @@ MAX_DAMP; past that we raise. We never fall back to plain rounding.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from crbench.errors import InputError
 
 TRIANGULAR_LEAF = 512  # below this a plain triangular solve is as fast as splitting
 MAX_DAMP = 10.0  # lambda up to 10x the mean diagonal: beyond that the "Hessian" means nothing
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside: for the per-column ops of GPTQ/SparseGPT (a few
+    thousand floats each) a second thread costs more to start and join than it saves (round()
+    on 3072 floats: 1 us alone, 6-10 us on two threads, ~100 us when another process holds the
+    other core). The matmuls between columns run outside, on all threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class HessianAccumulator:
