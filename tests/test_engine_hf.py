@@ -55,6 +55,46 @@ def test_greedy_matches_transformers_generate_batched_and_single(engine):
         assert single.token_ids == expected[i], i
 
 
+@pytest.mark.slow
+def test_speculative_greedy_equals_generate_in_fewer_forwards(engine):
+    """Drafts looked up in the row's own text are fed with its last token; the row keeps what
+    the model agrees with. Same tokens as `generate`, fewer forwards than tokens (the demo
+    model repeats itself, so drafts are often right), with rows ending at different columns."""
+    params = SamplingParams(max_new_tokens=64)
+    prompts = [PROMPTS[0], PROMPTS[5], PROMPTS[3], PROMPTS[1]]
+    expected = [reference_greedy(engine, prompt, params.max_new_tokens) for prompt in prompts]
+    calls = []
+    forward = engine.model.forward
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return forward(*args, **kwargs)
+
+    engine.model.forward = counted
+    try:
+        engine.speculate = 0
+        plain = dict(engine.generate(prompts, params))
+        plain_forwards = len(calls)
+        engine.speculate = 8
+        for batch_size, step_tokens in ((4, 128), (2, 7), (4, 4)):
+            engine.batch_size, engine.step_tokens = batch_size, step_tokens
+            calls.clear()
+            results = dict(engine.generate(prompts, params))
+            for i in range(len(prompts)):
+                assert results[i].token_ids == expected[i], (batch_size, step_tokens, i)
+            fed = [shape[1] for shape in calls[1:]]  # after the first prefill
+            if step_tokens >= 2 * batch_size:  # room for drafts
+                assert max(fed) > 1
+                if batch_size == 4:  # as the plain run
+                    assert len(calls) < plain_forwards - 8, (len(calls), plain_forwards)
+            else:  # a full batch of 4 fed 4 tokens: no room for a draft
+                assert max(fed[:3]) == 1
+    finally:
+        engine.model.forward = forward
+        engine.batch_size, engine.step_tokens, engine.speculate = 4, 128, 8
+    assert [plain[i].token_ids for i in range(len(prompts))] == expected
+
+
 def test_transformers_generate_loop_gives_the_same_tokens(demo_model, engine):
     params = SamplingParams(max_new_tokens=12)
     ours = dict(engine.generate(PROMPTS, params))

@@ -80,7 +80,7 @@ else:  # pragma: no cover - Python 3.10
 THROUGHPUT_OPTIONS = frozenset({
     "batch_size", "concurrency", "api_key_env", "timeout_s", "max_attempts", "backoff_s",
     "max_backoff_s", "chunk_size", "tensor_parallel_size", "data_parallel_size",
-    "gpu_memory_utilization", "endpoints",
+    "gpu_memory_utilization", "endpoints", "speculate", "step_tokens",
 })
 # A model's declared lineage (ModelSpec): described in the report, never passed to the engine.
 LINEAGE_KEYS = ("parent", "method", "bits", "group_size", "sparsity")

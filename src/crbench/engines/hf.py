@@ -7,10 +7,15 @@ Throughput comes from our own decode loop over the model's forward rather than `
 - the key/value cache is preallocated per batch and written in place (`BatchKV`), instead of
   concatenated every step, and attention sees only the columns some row still uses;
 - prompts are taken longest first, so prompts prefilled together have similar lengths;
-- only the last position's logits are computed.
+- only the last position's logits are computed (the fed positions', when speculating);
+- speculative greedy decoding with drafts looked up in the row's own text (`prompt_lookup`):
+  a row is fed its last token plus up to `speculate` guessed tokens and keeps the guesses the
+  model agrees with, so a forward yields several tokens per row and carries more rows per
+  weight read (`step_tokens` caps the tokens fed per step, so a full batch drafts less).
 
-Greedy decoding returns the same tokens as `model.generate(do_sample=False)` in fp32 (tested;
-in bf16, batching's roundings can flip near-ties: each token is greedy up to them). Sampling
+Greedy decoding returns the same tokens as `model.generate(do_sample=False)` in fp32, with or
+without speculation (tested; in bf16, batching's roundings can flip near-ties: each token is
+greedy up to them). Sampling
 draws from one random generator per prompt, seeded from the run's seed and the prompt text, so
 a prompt's sample does not depend on which other prompts share its batch (up to the tiny
 numerical differences batching makes).
@@ -29,7 +34,10 @@ from typing import Any
 
 from crbench.engines.base import Generation, Prompt, SamplingParams
 from crbench.engines.budget import ThinkingControl, forcing_tokens
+from crbench.engines.hf_attention import NAME as GROUPED_SDPA
+from crbench.engines.hf_attention import use_grouped_sdpa
 from crbench.engines.hf_cache import BatchKV, Row
+from crbench.engines.prompt_lookup import NgramDraft
 from crbench.engines.prompts import encode_prompt, prompt_seed
 
 
@@ -46,12 +54,16 @@ class HFEngine:
         trust_remote_code: bool = False,
         prefill_tokens: int = 1024,
         loop: str = "auto",
+        speculate: int = 8,
+        step_tokens: int = 128,
     ):
         """`batch_size`: rows decoded together; `prefill_tokens`: most prompt tokens (padding
         included) in one prefill forward (on CPU, ~1k-token chunks keep activations in cache
         and ran 20-25% faster than 8k); `loop`: "auto" (ours where the model allows it),
         "own", or "generate" (transformers' `generate`, static batches); `dtype`: "auto"
-        (crbench.dtype: bf16 where this CPU runs it faster, bf16/fp16 on GPUs), bf16, fp16, fp32."""
+        (crbench.dtype: bf16 where this CPU runs it faster, bf16/fp16 on GPUs), bf16, fp16, fp32;
+        `speculate`: most draft tokens per row and step in greedy decoding (0: none);
+        `step_tokens`: most tokens fed per decode step over the batch (drafts shrink to fit)."""
         from crbench.dtype import canonical, resolve_dtype, shape_of_folder
         from crbench.models import default_device, load_causal_lm, resolve_model
 
@@ -69,10 +81,15 @@ class HFEngine:
         self.cache_argument = "cache" if "cache" in forward else "past_key_values"
         self.batch_size = batch_size
         self.prefill_tokens = prefill_tokens
+        if speculate < 0 or step_tokens < 1:
+            raise ValueError("speculate must be >= 0 and step_tokens >= 1")
+        self.speculate, self.step_tokens = speculate, step_tokens
         self.device = self.model.device
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self._forcing: tuple[SamplingParams, Any] | None = None
         self.use_own_loop = loop == "own" or (loop == "auto" and own_loop_supported(self.model))
+        if self.use_own_loop:
+            use_grouped_sdpa(self.model)
 
     def encode(self, prompt: Prompt) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
@@ -122,7 +139,6 @@ class HFEngine:
                 if not batch.rows:
                     continue
             started = time.perf_counter()
-            batch.make_room(params.max_new_tokens)
             self._decode_step(batch, params)
             share_cost([row for row in batch.rows if row.finish is None] or batch.rows,
                        time.perf_counter() - started)
@@ -170,32 +186,54 @@ class HFEngine:
                 position_ids=positions, use_cache=True, logits_to_keep=1,
                 **{self.cache_argument: kv},
             ).logits[:, -1]
-            kv.width = width
-            self._take_tokens(rows, logits, params)
+            kv.ends = [width] * len(rows)
+            self._take_tokens(rows, logits[:, None], params, [[] for _ in rows])
             share_cost(rows, time.perf_counter() - started)
             out.append(kv)
         return out
 
     def _decode_step(self, kv: BatchKV, params: SamplingParams) -> None:
+        """One forward of every row: its last token, then its draft tokens (if any)."""
         import torch
 
         rows = kv.rows
-        ids = torch.tensor([[row.tokens[-1]] for row in rows], device=self.device)
-        spans = torch.tensor([len(row.prompt_ids) + len(row.tokens) for row in rows],
-                             device=self.device)
-        columns = torch.arange(kv.start, kv.width + 1, device=self.device)
-        allowed = columns[None, :] >= (kv.width + 1 - spans)[:, None]
+        drafts = self._drafts(rows, params)
+        width = 1 + max(len(draft) for draft in drafts)
+        kv.begin_step(width, params.max_new_tokens)
+        ids = torch.tensor([[row.tokens[-1], *draft, *[row.tokens[-1]] * (width - 1 - len(draft))]
+                            for row, draft in zip(rows, drafts, strict=True)], device=self.device)
+        cached = torch.tensor([row.cached for row in rows], device=self.device)
+        ends = torch.tensor(kv.ends, device=self.device)
+        fed = torch.arange(width, device=self.device)
+        columns = torch.arange(kv.start, kv.top + width, device=self.device)
+        # a row sees its own cached columns and the tokens fed before (and at) each position
+        allowed = (columns[None, None, :] >= (ends - cached)[:, None, None]) & (
+            columns[None, None, :] <= (ends[:, None] + fed)[:, :, None])
         logits = self.model(
-            input_ids=ids, attention_mask=self._mask(allowed[:, None, None]),
-            position_ids=(spans - 1)[:, None], use_cache=True, logits_to_keep=1,
+            input_ids=ids, attention_mask=self._mask(allowed[:, None]),
+            position_ids=cached[:, None] + fed, use_cache=True, logits_to_keep=width,
             **{self.cache_argument: kv},
-        ).logits[:, -1]
-        kv.width += 1
-        self._take_tokens(rows, logits, params)
-        kv.drop_rewound_columns()
+        ).logits
+        kv.advance(self._take_tokens(rows, logits, params, drafts))
+
+    def _drafts(self, rows: list[Row], params: SamplingParams) -> list[list[int]]:
+        """Each row's guess at its next tokens (greedy rows without budget forcing only), as
+        many as fit in `step_tokens` over the batch."""
+        most = min(self.speculate, self.step_tokens // len(rows) - 1)
+        drafts: list[list[int]] = []
+        for row in rows:
+            room = params.max_new_tokens - len(row.tokens) - 1
+            if row.draft is None or row.finish is not None or most <= 0 or room <= 0:
+                drafts.append([])
+                continue
+            row.draft.extend(row.tokens[len(row.draft.context) - len(row.prompt_ids):])
+            drafts.append(row.draft.propose(min(most, room)))
+        return drafts
 
     def _new_row(self, index: int, prompt_ids: list[int], params: SamplingParams) -> Row:
         row = Row(index, prompt_ids, sampler(params, prompt_ids))
+        if self.speculate and params.temperature <= 0 and not params.forces_thinking:
+            row.draft = NgramDraft(prompt_ids)
         if params.forces_thinking:
             if self._forcing is None or self._forcing[0] != params:
                 self._forcing = (params, forcing_tokens(self.tokenizer, params))
@@ -212,7 +250,7 @@ class HFEngine:
 
     def _mask(self, allowed: Any) -> Any:
         """A 4D mask as the attention kernel wants it: bool for sdpa, additive for eager."""
-        if self.model.config._attn_implementation == "sdpa":
+        if self.model.config._attn_implementation in ("sdpa", GROUPED_SDPA):
             return allowed
         import torch
 
@@ -220,28 +258,44 @@ class HFEngine:
         zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
         return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
 
-    def _take_tokens(self, rows: list[Row], logits: Any, params: SamplingParams) -> None:
-        """Choose each live row's next token and mark rows that are finished."""
+    def _take_tokens(self, rows: list[Row], logits: Any, params: SamplingParams,
+                     drafts: list[list[int]]) -> list[int]:
+        """Choose each live row's next tokens from `logits` [rows, fed, vocab] and mark rows
+        that are finished; returns how many fed tokens each row keeps (its last token and the
+        draft tokens the model agreed with)."""
         if params.temperature > 0:
-            tokens = sample(logits, params, [row.generator for row in rows])
+            first = sample(logits[:, 0], params, [row.generator for row in rows])
+            chosen = first[:, None].tolist()
         else:
-            tokens = logits.argmax(dim=-1)
-        for row, token in zip(rows, tokens.tolist(), strict=True):
-            if row.finish is not None:
-                continue
-            ended = False
-            if row.forced:  # budget forcing: a token it inserts, in place of the sampled one
-                row.tokens.append(row.forced.popleft())
-            else:
-                row.tokens.append(token)
-                edit = row.control.step(row.tokens) if row.control is not None else None
-                if edit is not None:
-                    apply_edit(row, edit.drop, edit.insert)
-                ended = edit is None and token in self.eos_ids
-            if ended:
-                row.finish = "stop"
-            elif len(row.tokens) >= params.max_new_tokens:
-                row.finish = "length"
+            chosen = logits.argmax(dim=-1).tolist()
+        kept = []
+        for row, tokens, draft in zip(rows, chosen, drafts, strict=True):
+            count = 1
+            if row.finish is None:
+                for position, token in enumerate(tokens):
+                    self._append(row, token, params)
+                    count = position + 1
+                    if (row.finish is not None or position >= len(draft)
+                            or token != draft[position]):
+                        break
+            kept.append(count)
+        return kept
+
+    def _append(self, row: Row, token: int, params: SamplingParams) -> None:
+        """Add one chosen token to a row (or the token budget forcing feeds instead)."""
+        ended = False
+        if row.forced:  # budget forcing: a token it inserts, in place of the sampled one
+            row.tokens.append(row.forced.popleft())
+        else:
+            row.tokens.append(token)
+            edit = row.control.step(row.tokens) if row.control is not None else None
+            if edit is not None:
+                apply_edit(row, edit.drop, edit.insert)
+            ended = edit is None and token in self.eos_ids
+        if ended:
+            row.finish = "stop"
+        elif len(row.tokens) >= params.max_new_tokens:
+            row.finish = "length"
 
     def _to_generation(self, row: Row) -> Generation:
         row.reported = True

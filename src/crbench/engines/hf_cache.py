@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crbench.engines.budget import ThinkingControl
+from crbench.engines.prompt_lookup import NgramDraft
 
 
 @dataclass
@@ -30,17 +31,24 @@ class Row:
     control: ThinkingControl | None = None  # budget forcing, when asked for
     forced: deque[int] = field(default_factory=deque)  # tokens to feed instead of sampling
     rewind: int = 0  # cached columns to drop before the next step (an edit took tokens out)
+    draft: NgramDraft | None = None  # speculative decoding's lookup (greedy rows only)
+
+    @property
+    def cached(self) -> int:
+        """Tokens in the cache: all but the last, which is fed at the next step."""
+        return len(self.prompt_ids) + len(self.tokens) - 1
 
 
 class BatchKV:
-    """The key/value cache of a batch of rows: preallocated, written in place, left-padded.
+    """The key/value cache of a batch of rows: preallocated and written in place.
 
-    Per layer a buffer [slots, kv_heads, capacity, head_dim]. Row i of `rows` lives in slot i.
-    All rows advance one column per step, so a row's cached tokens are the last
-    (prompt + generated - 1) columns before `width`; attention reads columns [start, width),
-    where `start` leaves out the columns no row uses any more. The model's attention layers
-    call `update`, which writes the new keys and values in place; the caller advances `width`
-    after each forward.
+    Per layer a buffer [slots, kv_heads, capacity, head_dim]. Row i of `rows` lives in slot i;
+    its cached tokens are the `row.cached` columns before `ends[i]`. A step feeds every row
+    `width` tokens (its last token, then draft tokens), written at columns ends[i] .. ends[i] +
+    width - 1; afterwards each row's end moves on by the tokens it kept (`advance`): rejected
+    draft columns are simply written over at the next step. Attention reads columns
+    [start, top + width), where `start` is the first column a row uses and `top` the last end;
+    the mask keeps each row to its own columns.
 
     A finished row's slot is given to a new prompt (`admit`), or, when none is waiting, to the
     last row, so the batch shrinks; only the rows that move are copied.
@@ -49,11 +57,17 @@ class BatchKV:
     def __init__(self, slots: int, rows: list[Row] | None = None, capacity: int = 0):
         self.slots = slots
         self.rows = rows if rows is not None else []
+        self.ends = [0] * len(self.rows)
         self.capacity = capacity
         self.keys: list[Any] = []
         self.values: list[Any] = []
         self.start = 0
-        self.width = 0
+        self.width = 1  # tokens fed per row at this step
+        self._write: Any = None  # [rows, width] column of each fed token; None: all at ends[0]
+
+    @property
+    def top(self) -> int:
+        return max(self.ends, default=0)
 
     def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any
                ) -> tuple[Any, Any]:
@@ -63,14 +77,21 @@ class BatchKV:
             shape = (self.slots, key.shape[1], self.capacity, key.shape[3])
             self.keys.append(torch.zeros(shape, dtype=key.dtype, device=key.device))
             self.values.append(torch.zeros(shape, dtype=value.dtype, device=value.device))
-        n, end = key.shape[0], self.width + key.shape[2]
-        self.keys[layer_idx][:n, :, self.width:end] = key
-        self.values[layer_idx][:n, :, self.width:end] = value
-        used = slice(self.start, end)
-        return self.keys[layer_idx][:n, :, used], self.values[layer_idx][:n, :, used]
+        n, fed = key.shape[0], key.shape[2]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self._write is None:  # every row ends at the same column: one slice
+            end = self.ends[0] if self.ends else 0
+            keys[:n, :, end:end + fed] = key
+            values[:n, :, end:end + fed] = value
+        else:
+            slots = torch.arange(n, device=key.device)[:, None]
+            keys[slots, :, self._write] = key.transpose(1, 2)
+            values[slots, :, self._write] = value.transpose(1, 2)
+        used = slice(self.start, self.top + fed)
+        return keys[:n, :, used], values[:n, :, used]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.width
+        return self.top
 
     def free_slots(self) -> int:
         return self.slots - sum(row.finish is None for row in self.rows)
@@ -78,13 +99,36 @@ class BatchKV:
     def has_finished_rows(self) -> bool:
         return any(row.finish is not None for row in self.rows)
 
+    def begin_step(self, width: int, max_new_tokens: int) -> None:
+        """Before a forward feeding `width` tokens per row: room to write them, where."""
+        import torch
+
+        if not self.keys or self.top + width > self.capacity:
+            self._relayout(self.top - self.start, width, max_new_tokens, self)
+        self.width = width
+        self.start = min(end - row.cached for end, row in zip(self.ends, self.rows, strict=True))
+        if len(set(self.ends)) == 1:
+            self._write = None
+        else:
+            device = self.keys[0].device
+            self._write = (torch.tensor(self.ends, device=device)[:, None]
+                           + torch.arange(width, device=device))
+
+    def advance(self, kept: list[int]) -> None:
+        """After a forward: row i keeps `kept[i]` of the tokens it was fed, less the columns
+        budget forcing took back."""
+        for slot, row in enumerate(self.rows):
+            self.ends[slot] += kept[slot] - row.rewind
+            row.rewind = 0
+        self._write = None
+
     def admit(self, groups: list[BatchKV], max_new_tokens: int) -> None:
         """Give the slots of finished rows to the unfinished rows of freshly prefilled
         `groups` (then new slots); slots still free take the last rows, so the batch stays
         packed. Only the rows that arrive or move are copied."""
         import torch
 
-        rows = self.rows
+        rows, ends = self.rows, self.ends
         incoming = [(g, r) for g in groups for r, row in enumerate(g.rows) if row.finish is None]
         arrivals = []  # (group, row in group, slot)
         holes = [s for s, row in enumerate(rows) if row.finish is not None]
@@ -95,45 +139,60 @@ class BatchKV:
         for group, r in incoming:
             arrivals.append((group, r, len(rows)))
             rows.append(group.rows[r])
+            ends.append(0)
         moves = []  # (from slot, to slot)
         for hole in holes[len(arrivals):]:
             while rows and rows[-1].finish is not None:
                 rows.pop()
+                ends.pop()
             if hole < len(rows):
                 moves.append((len(rows) - 1, hole))
                 rows[hole] = rows.pop()
+                ends[hole] = ends.pop()
         if not rows:
-            self.start = self.width = 0
+            self.ends, self.start = [], 0
             return
-        self.make_room(max_new_tokens, like=groups[0] if groups else self)
+        staying = [s for s in range(len(rows)) if s not in {slot for _, _, slot in arrivals}]
+        # arrivals end where the longest staying row ends, so their prompts need that many
+        # columns on the left
+        old_top = max((ends[s] for s in staying), default=0)
+        old_start = min((ends[s] - rows[s].cached for s in staying), default=old_top)
+        widest = max((g.ends[0] for g in groups), default=0)
+        if (not self.keys or old_top < widest
+                or old_top + 1 > self.capacity):
+            like = groups[0] if groups else self
+            self.ends = [e if s in staying else old_top for s, e in enumerate(ends)]
+            self.start = old_start
+            self._relayout(max(old_top - old_start, widest), 1, max_new_tokens, like,
+                           copy=bool(staying) and bool(self.keys))
+            ends = self.ends
+        top = max((ends[s] for s in staying), default=widest)
         for source, target in moves:
+            low = ends[target] - rows[target].cached
             for buffer in self.keys + self.values:
-                buffer[target, :, self.start:self.width] = buffer[source, :, self.start:self.width]
+                buffer[target, :, low:ends[target]] = buffer[source, :, low:ends[target]]
         for group in groups:
             mine = [(r, slot) for g, r, slot in arrivals if g is group]
             if not mine:
                 continue
             rows_from = torch.tensor([r for r, _ in mine], device=group.keys[0].device)
             slots_to = torch.tensor([slot for _, slot in mine], device=group.keys[0].device)
-            columns = slice(self.width - group.width, self.width)
+            span = group.ends[0]
             for buffer, new in zip(self.keys + self.values, group.keys + group.values,
                                    strict=True):
-                buffer[slots_to, :, columns] = new.index_select(0, rows_from)[:, :, :group.width]
+                buffer[slots_to, :, top - span:top] = new.index_select(0, rows_from)[:, :, :span]
+            for _, slot in mine:
+                ends[slot] = top
+        self.start = min(end - row.cached for end, row in zip(ends, rows, strict=True))
 
-    def make_room(self, max_new_tokens: int, like: BatchKV | None = None) -> None:
-        """Before a step: attention starts at the first column a row uses, and there is a
-        free column to write (new buffers, with room for the longest remaining generation,
-        when there is not)."""
-        cached = max(len(row.prompt_ids) + len(row.tokens) - 1 for row in self.rows)
-        if not self.keys or self.width < cached or self.width >= self.capacity:
-            remaining = max(max_new_tokens - len(row.tokens) for row in self.rows)
-            self._relayout(cached, cached + max(remaining, 1), like or self)
-        self.start = self.width - cached
-
-    def _relayout(self, width: int, capacity: int, like: BatchKV) -> None:
-        """New buffers of `capacity` columns in which `width` is the next column to write;
-        the last columns of every slot are copied over."""
-        keep = min(width, self.width) if self.keys else 0
+    def _relayout(self, used: int, width: int, max_new_tokens: int, like: BatchKV,
+                  copy: bool = True) -> None:
+        """New buffers in which the columns [start, top) now end at column `used` (>= top -
+        start), with room for the longest remaining generation and a step of `width`."""
+        remaining = max((max_new_tokens - len(row.tokens) for row in self.rows), default=1)
+        top = self.top
+        keep = top - self.start if (copy and self.keys) else 0
+        capacity = used + max(remaining, 1) + width + 16
         for name in ("keys", "values"):
             fresh = []
             for layer, template in enumerate(getattr(like, name)):
@@ -141,20 +200,10 @@ class BatchKV:
                 buffer = template.new_zeros(shape)
                 if keep:
                     old = getattr(self, name)[layer]
-                    buffer[:, :, width - keep:width] = old[:, :, self.width - keep:self.width]
+                    buffer[:, :, used - keep:used] = old[:, :, self.start:top]
                 fresh.append(buffer)
             setattr(self, name, fresh)
-        self.capacity, self.width = capacity, width
-
-    def drop_rewound_columns(self) -> None:
-        """Rows whose last tokens were taken out (budget forcing) drop their newest cached
-        columns: the rest of the row moves right, so its cache again ends at `width`."""
-        for slot, row in enumerate(self.rows):
-            if not row.rewind:
-                continue
-            cached = len(row.prompt_ids) + len(row.tokens) - 1
-            old = cached + row.rewind
-            for buffer in self.keys + self.values:
-                kept = buffer[slot, :, self.width - old:self.width - row.rewind].clone()
-                buffer[slot, :, self.width - cached:self.width] = kept
-            row.rewind = 0
+        shift = used - top
+        self.ends = [end + shift for end in self.ends]
+        self.start += shift
+        self.capacity = capacity
