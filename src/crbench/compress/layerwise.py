@@ -10,6 +10,10 @@
    (`propagate="dense"`: no pass 2; the next layer gets the uncompressed outputs).
    A method may first transform the layer on its inputs (`prepare_layer`, before pass 1): AWQ
    folds its scales there, so the statistics and pass 1 see the scaled layer.
+   When pass 2 follows, pass 1 needs the layer's outputs only to measure that distance: it
+   keeps them for the first `MEASURED_WINDOWS` windows and stops every other window at the
+   input of the last target module to run (nothing after it feeds a statistic), which spares
+   that module's matmul (SmolLM2's down projection: a quarter of pass 1's linear FLOPs).
 Only one decoder layer's inputs and outputs are held at a time; on a GPU only the current
 decoder layer (plus embeddings) is moved there.
 """
@@ -34,8 +38,11 @@ CompressGroup = Callable[[int, dict[str, nn.Linear], torch.Tensor], list[dict]]
 PrepareLayer = Callable[[int, nn.Module, list[torch.Tensor], dict[str, Any]], dict[str, Any]]
 
 
+MEASURED_WINDOWS = 4  # windows whose dense outputs pass 1 keeps to measure the output error
+
+
 class _StopForward(Exception):
-    """Raised by the capture hook: nothing after the first decoder layer needs to run."""
+    """Raised by a hook: nothing after this point of the forward needs to run."""
 
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -92,12 +99,15 @@ class InputStatistics:
     def __init__(self, modules: dict[str, nn.Linear], device: torch.device, diagonal_only: bool):
         self.accumulators: dict[str, HessianAccumulator] = {}
         self.window: dict[int, tuple[torch.Tensor, str]] = {}  # inputs seen in this window
+        self.order: list[str] = []  # the modules in the order they ran (first window)
         self.make = lambda columns: HessianAccumulator(columns, device, diagonal_only)
-        self.handles = [module.register_forward_hook(
-                            lambda mod, args, out, name=name: self.add(name, args[0]))
+        self.handles = [module.register_forward_pre_hook(
+                            lambda mod, args, name=name: self.add(name, args[0]))
                         for name, module in modules.items()]
 
     def add(self, name: str, x: torch.Tensor) -> None:
+        if name not in self.order:
+            self.order.append(name)
         seen = self.window.get(id(x))
         if seen is not None and seen[0] is x:
             self.accumulators[name] = self.accumulators[seen[1]]
@@ -119,6 +129,28 @@ class InputStatistics:
 def run_layer(layer: nn.Module, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
     out = layer(hidden, **layer_kwargs)
     return out[0] if isinstance(out, tuple) else out
+
+
+def first_pass(layer: nn.Module, hidden: torch.Tensor, layer_kwargs: dict[str, Any],
+               stats: InputStatistics, modules: dict[str, nn.Linear], keep_output: bool
+               ) -> torch.Tensor | None:
+    """Pass 1 over one window: the statistics, and the layer's output if `keep_output`; else
+    the forward stops once the last target module (as they ran in the first window) has its
+    input."""
+    if keep_output or not stats.order:
+        return run_layer(layer, hidden, layer_kwargs)
+
+    def stop(module: nn.Module, args: tuple) -> None:
+        raise _StopForward
+
+    handle = modules[stats.order[-1]].register_forward_pre_hook(stop)  # after the stats hook
+    try:
+        run_layer(layer, hidden, layer_kwargs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return None
 
 
 @torch.no_grad()
@@ -150,11 +182,18 @@ def calibrate_sequentially(
             reference = [run_layer(layer, h, layer_kwargs) for h in hidden]
             record.update(prepare_layer(index, layer, hidden, layer_kwargs))
         stats = InputStatistics(modules, device, diagonal_only)
-        dense_out = []
+        # outputs pass 1 must keep: all (no pass 2, or it is what the next layer gets), none
+        # (prepare_layer kept the reference), else a few to measure the output error
+        if not modules or (propagate == "dense" and reference is None):
+            keep = len(hidden)
+        else:
+            keep = 0 if reference is not None else MEASURED_WINDOWS
+        dense_out: list[torch.Tensor | None] = []
         try:
-            for h in hidden:  # pass 1
+            for i, h in enumerate(hidden):  # pass 1
                 stats.next_window()
-                dense_out.append(run_layer(layer, h, layer_kwargs))
+                dense_out.append(first_pass(layer, h, layer_kwargs, stats, modules,
+                                            keep_output=i < keep))
         finally:
             stats.remove()
         shared: dict[int, list[str]] = {}  # modules that saw the same input share statistics
@@ -165,18 +204,20 @@ def calibrate_sequentially(
             module_records += compress_group(index, {n: modules[n] for n in names}, hessian)
         del stats
         if modules and propagate == "dense":  # the uncompressed outputs, as they came
-            dense_out = dense_out if reference is None else reference
+            dense_out = dense_out if reference is None else [*reference]
         elif modules:  # pass 2: what the next layer will see
             moved = total = 0.0
             for i, h in enumerate(hidden):
                 out = run_layer(layer, h, layer_kwargs)
                 before = dense_out[i] if reference is None else reference[i]
-                moved += (out - before).float().pow(2).sum().item()
-                total += before.float().pow(2).sum().item()
+                if before is not None:
+                    moved += (out - before).float().pow(2).sum().item()
+                    total += before.float().pow(2).sum().item()
                 dense_out[i] = out
             record["output_error"] = moved / max(total, 1e-30)
         layer.to("cpu")
-        hidden = dense_out
+        hidden = [out for out in dense_out if out is not None]
+        assert len(hidden) == len(dense_out), "every window has its input to the next layer"
         record["seconds"] = round(time.perf_counter() - start, 3)
         layer_records.append(record)
         if log:
