@@ -37,8 +37,9 @@ from crbench.engines.budget import ThinkingControl, forcing_tokens
 from crbench.engines.hf_attention import NAME as GROUPED_SDPA
 from crbench.engines.hf_attention import use_grouped_sdpa
 from crbench.engines.hf_cache import BatchKV, Row
+from crbench.engines.hf_sampling import sample, sampler
 from crbench.engines.prompt_lookup import NgramDraft
-from crbench.engines.prompts import encode_prompt, prompt_seed
+from crbench.engines.prompts import encode_prompt
 
 
 class HFEngine:
@@ -363,32 +364,6 @@ def share_cost(rows: list[Row], seconds: float) -> None:
     """Split compute time over the rows it served, so their wall_s add up to the engine's time."""
     for row in rows:
         row.cost_s += seconds / max(1, len(rows))
-
-
-def sampler(params: SamplingParams, prompt_ids: list[int]) -> Any:
-    """A random generator of this prompt's own, seeded from the run's seed and the prompt."""
-    if params.temperature <= 0:
-        return None
-    import torch
-
-    return torch.Generator().manual_seed(prompt_seed(params.seed, prompt_ids))
-
-
-def sample(logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
-    """Temperature and nucleus (top-p) sampling, one uniform draw per row from its generator."""
-    import torch
-
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    order = None
-    if params.top_p < 1.0:
-        probs, order = probs.sort(dim=-1, descending=True)
-        before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-        probs = probs.masked_fill(before >= params.top_p, 0.0)  # keeps at least the first
-    cdf = probs.cumsum(dim=-1)
-    draws = torch.cat([torch.rand(1, generator=g) for g in generators]).to(cdf.device)
-    picked = torch.searchsorted(cdf, (draws * cdf[:, -1])[:, None], right=True)
-    picked = picked.clamp(max=cdf.shape[-1] - 1)
-    return picked[:, 0] if order is None else order.gather(-1, picked)[:, 0]
 
 
 def own_loop_supported(model: Any) -> bool:
