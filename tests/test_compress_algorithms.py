@@ -145,6 +145,17 @@ def test_all_finite_even_when_the_sum_overflows():
         assert not all_finite(huge)
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.97, 1.0])
+def test_unstructured_mask_takes_exactly_the_lowest_even_with_ties(sparsity):
+    scores = torch.randint(0, 7, (40, 33)).float()  # hundreds of ties at every value
+    scores[3, 4] = float("nan")  # NaN counts as the highest score
+    mask = unstructured_mask(scores, sparsity)
+    assert mask.sum().item() == round(scores.numel() * sparsity)
+    if 0 < sparsity < 1:
+        assert scores[mask].max() <= scores[~mask].nan_to_num(nan=99.0).min()
+        assert not mask[3, 4]
+
+
 GPTQ_CASES = [
     (192, 576, {"bits": 4, "group_size": 64, "sym": True, "static_groups": True}),
     (192, 576, {"bits": 4, "group_size": 64, "sym": False}),

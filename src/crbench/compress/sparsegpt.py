@@ -6,8 +6,8 @@ read as U[i, i]^2, as in the paper's Algorithm 1): exactly `sparsity` of the blo
 For N:M the mask of each group of M columns is chosen when the group is reached, from the
 weights as updated so far: the M-N least salient inputs of the group in each row. Each column is
 zeroed where masked and its error e = (w_i - q_i) / U[i, i] is pushed onto the remaining
-columns: W[:, i:] -= e U[i, i:] (within sub-blocks of 16 columns as it goes, then one matmul
-for the rest of the block, as in `gptq`). Unstructured masks are exact per block, so every
+columns: W[:, i:] -= e U[i, i:] (lazily, in blocks and sub-blocks of 16 columns, on W
+transposed, as in `gptq`). Unstructured masks are exact per block, so every
 module ends at exactly the requested sparsity (up to rounding of one weight per block).
 """
 
@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import torch
 
-from crbench.compress.hessian import inverse_cholesky, kill_dead_columns
+from crbench.compress.hessian import inverse_cholesky, kill_dead_columns, one_thread
 
 NEEDS = "hessian"
 SUB_BLOCK = 16  # columns whose rank-1 updates touch only each other; a matmul updates the rest
 
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """True for exactly round(numel * sparsity) lowest scores of the whole tensor."""
-    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    count = round(scores.numel() * sparsity)
-    if count:
-        mask[torch.topk(scores.flatten(), count, largest=False).indices] = True
+    """True for exactly round(numel * sparsity) lowest scores of the whole tensor (ties at the
+    threshold broken by position). A k-th value and a comparison: 4-5x faster than topk."""
+    flat = scores.flatten()
+    count = round(flat.numel() * sparsity)
+    if not count:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, count).values
+    if threshold.isnan():  # NaN sorts last, as in topk: every number is below it
+        below, tied = ~flat.isnan(), flat.isnan()
+    else:
+        below, tied = flat < threshold, flat == threshold
+    mask = below | tied
+    extra = int(mask.sum()) - count
+    if extra:  # more than one score equals the threshold: keep the last of them
+        mask[torch.nonzero(tied).flatten()[-extra:]] = False
     return mask.reshape(scores.shape)
 
 
@@ -56,9 +66,12 @@ def sparsegpt(
     `segments`: row counts of layers stacked into `w` because they share H (q/k/v); each
     gets its own unstructured mask. info["row_loss"] as in gptq.
     """
-    w, h = w.clone(), h.clone()
-    dead = kill_dead_columns(h, w)
+    h = h.clone()
+    w_t = w.T.contiguous()  # our copy, transposed: each input column one contiguous row
+    dead = kill_dead_columns(h, w_t.T)
     hinv, damp_used = inverse_cholesky(h, damp, where)
+    hinv_diag = torch.diag(hinv)
+    divisors = hinv_diag.tolist()  # fp32 values: dividing by them rounds the same
     columns = w.shape[1]
     segments = segments or [w.shape[0]]
     row_loss = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
@@ -66,33 +79,41 @@ def sparsegpt(
         block_size = max(block_size // pattern[1], 1) * pattern[1]
     # N:M groups must not straddle sub-blocks either
     sub = max(SUB_BLOCK // pattern[1], 1) * pattern[1] if pattern else SUB_BLOCK
+    errors_t = torch.empty(min(block_size, columns), w.shape[0], dtype=w.dtype, device=w.device)
+    zero = torch.zeros((), dtype=w.dtype, device=w.device)
 
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
-        block, hinv_block = w[:, start:end].clone(), hinv[start:end, start:end]
-        inv_diag = torch.diag(hinv_block).unsqueeze(0)
+        block = w_t[start:end]  # updated in place
+        hinv_block, inv_diag = hinv[start:end, start:end], hinv_diag[start:end]
+        errors = errors_t[: end - start]
         if pattern:
-            mask = torch.zeros_like(block, dtype=torch.bool)
-        else:
-            scores = (block**2 / inv_diag**2).split(segments)
-            mask = torch.cat([unstructured_mask(part, sparsity) for part in scores])
-        errors = torch.zeros_like(block)
-        for i in range(end - start):
-            if pattern and i % pattern[1] == 0:  # N:M: choose each group as it is reached
-                group = slice(i, i + pattern[1])
-                mask[:, group] = n_m_mask(block[:, group] ** 2 / inv_diag[:, group] ** 2, *pattern)
-            wi = block[:, i]
-            qi = torch.where(mask[:, i], torch.zeros_like(wi), wi)
-            err = (wi - qi) / hinv_block[i, i]
-            # -= err x U[i, i:], within the sub-block now and past it once the sub-block is done
-            sub_end = (i // sub + 1) * sub
-            block[:, i:sub_end].addr_(err, hinv_block[i, i:sub_end], alpha=-1)
-            block[:, i] = qi  # exact zeros, whatever rounding the update left
-            errors[:, i] = err
-            if i + 1 == sub_end:
-                block[:, sub_end:] -= errors[:, sub_end - sub : sub_end] @ hinv_block[
-                    sub_end - sub : sub_end, sub_end:]
-        w[:, start:end] = block
-        w[:, end:] -= errors @ hinv[start:end, end:]
-        row_loss += errors.pow(2).sum(dim=1)
-    return w, {"damp": damp_used, "dead_columns": dead, "row_loss": row_loss}
+            mask_t = torch.zeros_like(block, dtype=torch.bool)
+        else:  # scores laid out [rows, columns] as the masks count them
+            scores = (block.T**2 / inv_diag**2).split(segments)
+            mask_t = torch.cat([unstructured_mask(part, sparsity) for part in scores]).T
+            mask_t = mask_t.contiguous()
+        for sub_start in range(0, end - start, sub):
+            sub_end = min(sub_start + sub, end - start)
+            with one_thread():
+                done = sub_start  # a column owes the updates of the columns from here to it
+                for i in range(sub_start, sub_end):
+                    if pattern and i % pattern[1] == 0:  # N:M: choose each group when reached,
+                        group = slice(i, i + pattern[1])  # from up-to-date weights
+                        block[group].addmm_(hinv_block[sub_start:i, group].T,
+                                            errors[sub_start:i], alpha=-1)
+                        done = i
+                        saliency = block[group] ** 2 / inv_diag[group, None] ** 2
+                        mask_t[group] = n_m_mask(saliency.T, *pattern).T
+                    wi, err, pruned = block[i], errors[i], mask_t[i]
+                    if i > done:  # the pending updates from this sub-block's columns
+                        wi.addmv_(errors[done:i].T, hinv_block[done:i, i], alpha=-1)
+                    # e = (w - q) / U[i, i]: w where pruned, 0 where kept
+                    torch.where(pruned, wi, zero, out=err).div_(divisors[start + i])
+                    torch.where(pruned, zero, wi, out=wi)  # exact zeros
+            # Then the rest of the block at once, and after the block the rest of W.
+            block[sub_end:].addmm_(hinv_block[sub_start:sub_end, sub_end:].T,
+                                   errors[sub_start:sub_end], alpha=-1)
+        w_t[end:].addmm_(hinv[start:end, end:].T, errors, alpha=-1)
+        row_loss += errors.pow(2).sum(dim=0)
+    return w_t.T.contiguous(), {"damp": damp_used, "dead_columns": dead, "row_loss": row_loss}
