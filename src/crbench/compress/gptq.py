@@ -114,6 +114,8 @@ def gptq(
         block = w_t[start:end]  # updated in place: w_t is our copy
         hinv_block = hinv[start:end, start:end]
         errors = errors_t[: end - start]
+        weight_rows, q_rows = block.unbind(0), q_t[start:end].unbind(0)
+        error_rows = errors.unbind(0)
         for sub_start in range(0, end - start, sub):
             sub_end = min(sub_start + sub, end - start)
             with one_thread():
@@ -127,7 +129,7 @@ def gptq(
                         quantizer = ColumnQuantizer.from_grid(
                             fit_grid(block[i : i + group_size].T, bits, sym))[0]
                     assert quantizer is not None  # fitted at the first column of every group
-                    wi, qi, err = block[i], q_t[col], errors[i]
+                    wi, qi, err = weight_rows[i], q_rows[i], error_rows[i]
                     if i > sub_start:  # the pending updates from this sub-block's columns
                         wi.addmv_(errors[sub_start:i].T, hinv_block[sub_start:i, i], alpha=-1)
                     quantizer.quantize_into(wi, qi)

@@ -87,12 +87,14 @@ def sparsegpt(
         block = w_t[start:end]  # updated in place
         hinv_block, inv_diag = hinv[start:end, start:end], hinv_diag[start:end]
         errors = errors_t[: end - start]
+        weight_rows, error_rows = block.unbind(0), errors.unbind(0)
         if pattern:
             mask_t = torch.zeros_like(block, dtype=torch.bool)
         else:  # scores laid out [rows, columns] as the masks count them
             scores = (block.T**2 / inv_diag**2).split(segments)
             mask_t = torch.cat([unstructured_mask(part, sparsity) for part in scores]).T
             mask_t = mask_t.contiguous()
+        mask_rows = mask_t.unbind(0)  # views: N:M groups written below show through
         for sub_start in range(0, end - start, sub):
             sub_end = min(sub_start + sub, end - start)
             with one_thread():
@@ -105,7 +107,7 @@ def sparsegpt(
                         done = i
                         saliency = block[group] ** 2 / inv_diag[group, None] ** 2
                         mask_t[group] = n_m_mask(saliency.T, *pattern).T
-                    wi, err, pruned = block[i], errors[i], mask_t[i]
+                    wi, err, pruned = weight_rows[i], error_rows[i], mask_rows[i]
                     if i > done:  # the pending updates from this sub-block's columns
                         wi.addmv_(errors[done:i].T, hinv_block[done:i, i], alpha=-1)
                     # e = (w - q) / U[i, i]: w where pruned, 0 where kept
