@@ -177,7 +177,9 @@ def test_gptq_matches_the_column_by_column_reference(rows, columns, options):
     weight sits exactly on a boundary), so the two must agree to the last digits."""
     w, h = weights(rows, columns).double(), layer_hessian(columns).double()
     h[7, :] = h[:, 7] = 0.0  # a dead input
+    w_before, h_before = w.clone(), h.clone()
     q, info = gptq(w, h, **options)
+    assert torch.equal(w, w_before) and torch.equal(h, h_before)  # the caller's stay as given
     expected, expected_loss = reference_gptq(w, h, **options)
     assert info["dead_columns"] == 1 and (q[:, 7] == 0).all()
     assert torch.allclose(q, expected, rtol=1e-9, atol=0)
@@ -226,3 +228,12 @@ def test_sparsegpt_matches_the_column_by_column_reference(columns, options, dtyp
         assert (pruned == 0).sum() == (expected == 0).sum()
         assert info["row_loss"].sum().item() == pytest.approx(expected_loss.sum().item(),
                                                               rel=1e-3)
+
+
+def test_sparsegpt_dead_input_leaves_the_callers_tensors_alone():
+    w, h = weights(64, 200), layer_hessian(200)
+    h[5, :] = h[:, 5] = 0.0
+    w_before, h_before = w.clone(), h.clone()
+    pruned, info = sparsegpt(w, h, sparsity=0.5)
+    assert torch.equal(w, w_before) and torch.equal(h, h_before)
+    assert info["dead_columns"] == 1 and (pruned[:, 5] == 0).all()

@@ -86,9 +86,8 @@ def gptq(
     so reading it, writing its quantized values and errors, and the rank-1 updates run on
     contiguous memory; per-column work is a handful of in-place ops into preallocated rows.
     """
-    h = h.clone()
     w_t = w.T.contiguous()  # our copy, transposed
-    dead = kill_dead_columns(h, w_t.T)
+    h, dead = kill_dead_columns(h, w_t.T)
     columns = w.shape[1]
     static = None
     if group_size and static_groups:  # every grid from the weights before any update
@@ -98,7 +97,7 @@ def gptq(
     if perm is not None:
         w_t, h = w_t[perm], h[perm][:, perm]
     hinv, damp_used = inverse_cholesky(h, damp, where)
-    hinv_diag = torch.diag(hinv).tolist()  # fp32 values: dividing by them rounds the same
+    hinv_diag = torch.diag(hinv)
 
     q_t = torch.empty_like(w_t)
     row_loss = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
@@ -116,6 +115,7 @@ def gptq(
         errors = errors_t[: end - start]
         weight_rows, q_rows = block.unbind(0), q_t[start:end].unbind(0)
         error_rows = errors.unbind(0)
+        divisors = hinv_diag[start:end].unbind(0)  # 0-d tensors: no scalar to wrap per column
         for sub_start in range(0, end - start, sub):
             sub_end = min(sub_start + sub, end - start)
             with one_thread():
@@ -133,7 +133,7 @@ def gptq(
                     if i > sub_start:  # the pending updates from this sub-block's columns
                         wi.addmv_(errors[sub_start:i].T, hinv_block[sub_start:i, i], alpha=-1)
                     quantizer.quantize_into(wi, qi)
-                    torch.sub(wi, qi, out=err).div_(hinv_diag[col])
+                    torch.sub(wi, qi, out=err).div_(divisors[i])
             # Then the rest of the block at once, and after the block the rest of W.
             block[sub_end:].addmm_(hinv_block[sub_start:sub_end, sub_end:].T,
                                    errors[sub_start:sub_end], alpha=-1)

@@ -65,12 +65,16 @@ class HessianAccumulator:
         return self.sum / max(self.tokens, 1)
 
 
-def kill_dead_columns(h: torch.Tensor, w: torch.Tensor) -> int:
-    """Zero the weight of inputs that never fired and make H invertible there; return how many."""
+def kill_dead_columns(h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Zero the weight of inputs that never fired (in place) and make H invertible there, in a
+    copy of H made only when there are such inputs; return (H, how many)."""
     dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    return int(dead.sum())
+    count = int(dead.sum())
+    if count:
+        h = h.clone()
+        h[dead, dead] = 1.0
+        w[:, dead] = 0.0
+    return h, count
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -89,7 +93,8 @@ def lower_triangular_inverse(lower: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(n, dtype=lower.dtype, device=lower.device)
         return torch.linalg.solve_triangular(lower, eye, upper=False)
     k = n // 2
-    out = torch.zeros_like(lower)
+    out = torch.empty_like(lower)
+    out[:k, k:] = 0.0
     out[:k, :k] = top = lower_triangular_inverse(lower[:k, :k])
     out[k:, k:] = bottom = lower_triangular_inverse(lower[k:, k:])
     out[k:, :k] = -(bottom @ (lower[k:, :k] @ top))
@@ -106,10 +111,9 @@ def inverse_cholesky(h: torch.Tensor, damp: float, where: str) -> tuple[torch.Te
     mean_diag = torch.mean(torch.diag(h)).item()
     if not all_finite(h) or mean_diag <= 0:
         raise InputError(None, "Hessian has NaN/Inf or no positive diagonal", where)
-    reversed_h = torch.flip(h, (0, 1))
     tried = damp
     while tried <= MAX_DAMP * (1 + 1e-9):
-        damped = reversed_h.clone()
+        damped = torch.flip(h, (0, 1))  # a copy: the damping goes on its diagonal
         damped.diagonal().add_(tried * mean_diag)
         lower, info = torch.linalg.cholesky_ex(damped)
         if info == 0:

@@ -66,12 +66,10 @@ def sparsegpt(
     `segments`: row counts of layers stacked into `w` because they share H (q/k/v); each
     gets its own unstructured mask. info["row_loss"] as in gptq.
     """
-    h = h.clone()
     w_t = w.T.contiguous()  # our copy, transposed: each input column one contiguous row
-    dead = kill_dead_columns(h, w_t.T)
+    h, dead = kill_dead_columns(h, w_t.T)
     hinv, damp_used = inverse_cholesky(h, damp, where)
     hinv_diag = torch.diag(hinv)
-    divisors = hinv_diag.tolist()  # fp32 values: dividing by them rounds the same
     columns = w.shape[1]
     segments = segments or [w.shape[0]]
     row_loss = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
@@ -88,6 +86,7 @@ def sparsegpt(
         hinv_block, inv_diag = hinv[start:end, start:end], hinv_diag[start:end]
         errors = errors_t[: end - start]
         weight_rows, error_rows = block.unbind(0), errors.unbind(0)
+        divisors = inv_diag.unbind(0)  # 0-d tensors: no scalar to wrap per column
         if pattern:
             mask_t = torch.zeros_like(block, dtype=torch.bool)
         else:  # scores laid out [rows, columns] as the masks count them
@@ -111,7 +110,7 @@ def sparsegpt(
                     if i > done:  # the pending updates from this sub-block's columns
                         wi.addmv_(errors[done:i].T, hinv_block[done:i, i], alpha=-1)
                     # e = (w - q) / U[i, i]: w where pruned, 0 where kept
-                    torch.where(pruned, wi, zero, out=err).div_(divisors[start + i])
+                    torch.where(pruned, wi, zero, out=err).div_(divisors[i])
                     torch.where(pruned, zero, wi, out=wi)  # exact zeros
             # Then the rest of the block at once, and after the block the rest of W.
             block[sub_end:].addmm_(hinv_block[sub_start:sub_end, sub_end:].T,
