@@ -15,6 +15,7 @@ import torch
 from crbench.compress.gptq import gptq
 from crbench.compress.hessian import (
     MAX_DAMP,
+    HessianAccumulator,
     all_finite,
     inverse_cholesky,
     lower_triangular_inverse,
@@ -237,3 +238,22 @@ def test_sparsegpt_dead_input_leaves_the_callers_tensors_alone():
     pruned, info = sparsegpt(w, h, sparsity=0.5)
     assert torch.equal(w, w_before) and torch.equal(h, h_before)
     assert info["dead_columns"] == 1 and (pruned[:, 5] == 0).all()
+
+
+@pytest.mark.parametrize("columns", [5, 576, 1536])
+def test_hessian_accumulator_sums_x_transpose_x(columns):
+    gen = torch.Generator().manual_seed(columns)
+    batches = [torch.randn(1, rows, columns, generator=gen) for rows in (64, 1, 200)]
+    full = HessianAccumulator(columns, torch.device("cpu"))
+    diagonal = HessianAccumulator(columns, torch.device("cpu"), diagonal_only=True)
+    for x in batches:
+        full.add(x)
+        diagonal.add(x)
+    x = torch.cat([b.reshape(-1, columns) for b in batches]).double()
+    expected = x.T @ x / x.shape[0]
+    h = full.value("layer")
+    assert torch.allclose(h.double(), expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(diagonal.value("layer").double(), torch.diag(expected), rtol=1e-5)
+    full.add(torch.full((1, 2, columns), float("nan")))
+    with pytest.raises(InputError, match="NaN or Inf"):
+        full.value("model.layers.2.mlp.down_proj")

@@ -59,7 +59,7 @@ class HessianAccumulator:
 
     def value(self, where: str) -> torch.Tensor:
         # NaN or Inf in any activation ends up in the sum: one check instead of one per batch.
-        if not torch.isfinite(self.sum).all():
+        if not all_finite(self.sum):
             raise InputError(None, "calibration activations contain NaN or Inf "
                              "(the model overflows on this text or its weights are broken)", where)
         return self.sum / max(self.tokens, 1)
