@@ -83,8 +83,8 @@ def gptq(
     ||dW X||^2 / n under the damped Hessian (the OBS error of each step adds up).
 
     The loop works on W transposed ([in, out]): each input column is then one contiguous row,
-    so reading it, writing its quantized values and errors, and the rank-1 updates run on
-    contiguous memory; per-column work is a handful of in-place ops into preallocated rows.
+    so reading it, writing its quantized values and errors, and the updates run on contiguous
+    memory; per-column work is seven ops into preallocated rows, on one thread.
     """
     w_t = w.T.contiguous()  # our copy, transposed
     h, dead = kill_dead_columns(h, w_t.T)
