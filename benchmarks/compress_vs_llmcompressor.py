@@ -22,7 +22,9 @@ each layer on the uncompressed model's outputs (`propagate = "dense"`, as AutoAW
 llm-compressor's AWQ do, whose sequential pipeline runs with quantization disabled; ours by
 default calibrates on the outputs of the layers quantized so far). Our own rules are rows of
 their own, set against the same llm-compressor run and not counted in the ratio:
-`gptq-dynamic` and `awq-compressed`.
+`gptq-dynamic` and `awq-compressed`. `gptq-jitter1` and `gptq-jitter2` are our `gptq` row with
+the Hessians scaled by 1 + 1e-7 and 1 + 2e-7: float rounding changes only, to show how far
+perplexity moves from rounding alone (`--methods gptq,gptq-jitter1,gptq-jitter2`).
 
 Default against default (not counted in the ratio either): `gptq-default` is each side's GPTQ
 with only bits, group 64 and the grid's symmetry given (ours: activation order; theirs:
@@ -56,13 +58,23 @@ LLMCOMPRESSOR = "llmcompressor==0.14.0.1"
 
 DAMP, BLOCK, SPARSITY, BITS, GROUP = 0.01, 128, 0.5, 4, 64
 # row -> their row it is set against
-OURS_ONLY = {"gptq-dynamic": "gptq", "awq-compressed": "awq", "awq-default": "awq"}
+OURS_ONLY = {"gptq-dynamic": "gptq", "awq-compressed": "awq", "awq-default": "awq",
+             "gptq-jitter1": "gptq", "gptq-jitter2": "gptq"}
+# `gptq-jitterK`: our `gptq` row with every Hessian scaled by 1 + K * 1e-7. GPTQ does not depend
+# on H's scale, so this changes float rounding only; how far its perplexity moves from the `gptq`
+# row shows how much of the gap to llm-compressor's rounding alone makes (GPTQ amplifies a
+# weight's rounding flip along its row, and the held-out text is four 512-token windows).
+JITTER = {"gptq-jitter1": 1e-7, "gptq-jitter2": 2e-7}
 OURS = {  # method -> our recipe settings (windows, damping and block added in run_crbench)
     "sparsegpt": {"method": "sparsegpt", "sparsity": SPARSITY},
     "gptq": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
              "act_order": False, "static_groups": True},
     "gptq-dynamic": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
                      "act_order": False},
+    "gptq-jitter1": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
+                     "act_order": False, "static_groups": True},
+    "gptq-jitter2": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
+                     "act_order": False, "static_groups": True},
     "gptq-default": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True},
     "awq": {"method": "awq", "bits": BITS, "group_size": GROUP, "sym": False, "clip": False,
             "duo": True, "grid": 20, "propagate": "dense"},
@@ -85,8 +97,14 @@ def perplexity(model, windows: torch.Tensor) -> float:
 
 def run_crbench(model, tokenizer, method: str, calib: torch.Tensor, calib_file: str) -> None:
     from crbench.compress.calibration import calibration_windows, load_source
+    from crbench.compress.hessian import HessianAccumulator
     from crbench.compress.pipeline import compress_loaded
     from crbench.compress.recipe import parse_recipe
+
+    if method in JITTER:
+        unscaled = HessianAccumulator.value
+        HessianAccumulator.value = (  # type: ignore[method-assign]
+            lambda self, where: unscaled(self, where) * (1 + JITTER[method]))
 
     samples, seqlen = calib.shape
     settings = dict(OURS[method])
