@@ -59,15 +59,20 @@ def test_greedy_matches_transformers_generate_batched_and_single(engine):
 def test_speculative_greedy_equals_generate_in_fewer_forwards(engine):
     """Drafts looked up in the row's own text are fed with its last token; the row keeps what
     the model agrees with. Same tokens as `generate`, fewer forwards than tokens (the demo
-    model repeats itself, so drafts are often right), with rows ending at different columns."""
+    model repeats itself, so drafts are often right), with rows ending at different columns.
+    The rows' tokens go in packed, without padding to the longest draft."""
+    from crbench.engines.hf_attention import PACKED
+
     params = SamplingParams(max_new_tokens=64)
     prompts = [PROMPTS[0], PROMPTS[5], PROMPTS[3], PROMPTS[1]]
     expected = [reference_greedy(engine, prompt, params.max_new_tokens) for prompt in prompts]
-    calls = []
+    calls = []  # per forward: (tokens fed, rows, the most tokens fed to a row); 0 rows: prefill
     forward = engine.model.forward
 
     def counted(*args, **kwargs):
-        calls.append(kwargs["input_ids"].shape)
+        packed = kwargs.get(PACKED)
+        rows, width = packed.gather.shape if packed is not None else (0, 0)
+        calls.append((kwargs["input_ids"].shape[1], rows, width))
         return forward(*args, **kwargs)
 
     engine.model.forward = counted
@@ -82,13 +87,16 @@ def test_speculative_greedy_equals_generate_in_fewer_forwards(engine):
             results = dict(engine.generate(prompts, params))
             for i in range(len(prompts)):
                 assert results[i].token_ids == expected[i], (batch_size, step_tokens, i)
-            fed = [shape[1] for shape in calls[1:]]  # after the first prefill
+            steps = [call for call in calls if call[1]]
+            widths = [width for _, _, width in steps]
             if step_tokens >= 2 * batch_size:  # room for drafts
-                assert max(fed) > 1
+                assert max(widths) > 1
+                # drafts of different lengths: fewer tokens fed than rows x longest draft
+                assert sum(t for t, _, _ in steps) < sum(r * w for _, r, w in steps)
                 if batch_size == 4:  # as the plain run
                     assert len(calls) < plain_forwards - 8, (len(calls), plain_forwards)
             else:  # a full batch of 4 fed 4 tokens: no room for a draft
-                assert max(fed[:3]) == 1
+                assert max(widths[:3]) == 1
     finally:
         engine.model.forward = forward
         engine.batch_size, engine.step_tokens, engine.speculate = 4, 128, 8

@@ -30,12 +30,12 @@ import inspect
 import time
 from collections import deque
 from collections.abc import Iterator
+from itertools import accumulate, pairwise
 from typing import Any
 
 from crbench.engines.base import Generation, Prompt, SamplingParams
 from crbench.engines.budget import ThinkingControl, forcing_tokens
-from crbench.engines.hf_attention import NAME as GROUPED_SDPA
-from crbench.engines.hf_attention import use_grouped_sdpa
+from crbench.engines.hf_attention import PACKED, use_packed_attention
 from crbench.engines.hf_cache import BatchKV, Row
 from crbench.engines.hf_sampling import sample, sampler
 from crbench.engines.prompt_lookup import NgramDraft
@@ -90,7 +90,7 @@ class HFEngine:
         self._forcing: tuple[SamplingParams, Any] | None = None
         self.use_own_loop = loop == "own" or (loop == "auto" and own_loop_supported(self.model))
         if self.use_own_loop:
-            use_grouped_sdpa(self.model)
+            use_packed_attention(self.model)
 
     def encode(self, prompt: Prompt) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
@@ -183,39 +183,42 @@ class HFEngine:
             rows = [self._new_row(i, encoded[i], params) for i in group]
             kv = BatchKV(slots=len(rows), rows=rows, capacity=width)
             logits = self.model(
-                input_ids=ids.to(self.device), attention_mask=self._mask(allowed[:, None]),
+                input_ids=ids.to(self.device), attention_mask=allowed[:, None],
                 position_ids=positions, use_cache=True, logits_to_keep=1,
                 **{self.cache_argument: kv},
             ).logits[:, -1]
             kv.ends = [width] * len(rows)
-            self._take_tokens(rows, logits[:, None], params, [[] for _ in rows])
+            self._take_tokens(rows, self._choose(rows, logits, [1] * len(rows), params),
+                              params, [[] for _ in rows])
             share_cost(rows, time.perf_counter() - started)
             out.append(kv)
         return out
 
     def _decode_step(self, kv: BatchKV, params: SamplingParams) -> None:
-        """One forward of every row: its last token, then its draft tokens (if any)."""
+        """One forward of every row: its last token, then its draft tokens (if any), all rows'
+        tokens packed into one sequence without padding (`hf_attention.PackedStep`)."""
         import torch
 
         rows = kv.rows
         drafts = self._drafts(rows, params)
-        width = 1 + max(len(draft) for draft in drafts)
-        kv.begin_step(width, params.max_new_tokens)
-        ids = torch.tensor([[row.tokens[-1], *draft, *[row.tokens[-1]] * (width - 1 - len(draft))]
-                            for row, draft in zip(rows, drafts, strict=True)], device=self.device)
+        counts = [1 + len(draft) for draft in drafts]
+        packed = kv.begin_step(counts, params.max_new_tokens)
+        ids = torch.tensor([[token for row, draft in zip(rows, drafts, strict=True)
+                             for token in (row.tokens[-1], *draft)]], device=self.device)
         cached = torch.tensor([row.cached for row in rows], device=self.device)
         ends = torch.tensor(kv.ends, device=self.device)
-        fed = torch.arange(width, device=self.device)
-        columns = torch.arange(kv.start, kv.top + width, device=self.device)
+        fed = torch.arange(kv.width, device=self.device)
+        columns = torch.arange(kv.start, kv.top + kv.width, device=self.device)
         # a row sees its own cached columns and the tokens fed before (and at) each position
         allowed = (columns[None, None, :] >= (ends - cached)[:, None, None]) & (
             columns[None, None, :] <= (ends[:, None] + fed)[:, :, None])
         logits = self.model(
-            input_ids=ids, attention_mask=self._mask(allowed[:, None]),
-            position_ids=cached[:, None] + fed, use_cache=True, logits_to_keep=width,
-            **{self.cache_argument: kv},
-        ).logits
-        kv.advance(self._take_tokens(rows, logits, params, drafts))
+            input_ids=ids, attention_mask=allowed[:, None],
+            position_ids=(cached[packed.rows] + packed.offsets)[None], use_cache=True,
+            logits_to_keep=ids.shape[1], **{self.cache_argument: kv, PACKED: packed},
+        ).logits[0]
+        kv.advance(self._take_tokens(rows, self._choose(rows, logits, counts, params),
+                                     params, drafts))
 
     def _drafts(self, rows: list[Row], params: SamplingParams) -> list[list[int]]:
         """Each row's guess at its next tokens (greedy rows without budget forcing only), as
@@ -249,26 +252,20 @@ class HFEngine:
     def _decode_all(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
-    def _mask(self, allowed: Any) -> Any:
-        """A 4D mask as the attention kernel wants it: bool for sdpa, additive for eager."""
-        if self.model.config._attn_implementation in ("sdpa", GROUPED_SDPA):
-            return allowed
-        import torch
-
-        dtype = self.model.dtype
-        zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
-
-    def _take_tokens(self, rows: list[Row], logits: Any, params: SamplingParams,
-                     drafts: list[list[int]]) -> list[int]:
-        """Choose each live row's next tokens from `logits` [rows, fed, vocab] and mark rows
-        that are finished; returns how many fed tokens each row keeps (its last token and the
-        draft tokens the model agreed with)."""
+    def _choose(self, rows: list[Row], logits: Any, counts: list[int],
+                params: SamplingParams) -> list[list[int]]:
+        """The model's choice at every fed position, per row, from `logits` [tokens, vocab]
+        (row i's `counts[i]` positions in turn). Sampled rows are never drafted: one each."""
         if params.temperature > 0:
-            first = sample(logits[:, 0], params, [row.generator for row in rows])
-            chosen = first[:, None].tolist()
-        else:
-            chosen = logits.argmax(dim=-1).tolist()
+            return sample(logits, params, [row.generator for row in rows])[:, None].tolist()
+        flat = logits.argmax(dim=-1).tolist()
+        firsts = [0, *accumulate(counts)]
+        return [flat[first:end] for first, end in pairwise(firsts)]
+
+    def _take_tokens(self, rows: list[Row], chosen: list[list[int]], params: SamplingParams,
+                     drafts: list[list[int]]) -> list[int]:
+        """Add each live row's chosen tokens and mark rows that are finished; returns how many
+        fed tokens each row keeps (its last token and the draft tokens the model agreed with)."""
         kept = []
         for row, tokens, draft in zip(rows, chosen, drafts, strict=True):
             count = 1

@@ -1,20 +1,39 @@
-"""Attention for the hf engine's decode loop under grouped-query attention (GQA).
+"""Attention for the hf engine's decode loop: packed rows, grouped-query heads without copies.
 
-With a mask and more than one query position, transformers' sdpa path repeats every key/value
-head for each query head that shares it (`repeat_kv`) before calling the kernel: the whole
-cache copied three times per layer and step for SmolLM2 (9 query heads, 3 key/value heads).
-Measured on a 2-core CPU, 19 rows x 900 cached columns, one layer: 35 ms with the copies,
-2.6 ms without (5 query positions). Here the query heads of each group are folded into the
-query axis instead ([b, kv heads x group, q, d] -> [b, kv heads, group x q, d]; the mask
-repeated to match), so the kernel reads each key/value head once, as transformers already does
-for a single query position.
+Packed rows. A speculative decode step feeds each row its last token plus its draft, and the
+drafts differ in length (a row whose last token never occurred before has none). Padding every
+row to the longest draft made 16% of the positions of the reasoning benchmark's decode steps
+padding, each paying for every linear layer. So the step's tokens go to the model as one
+sequence, `[1, tokens]`, with no padding: the linear layers, norms and the LM head see only
+real tokens. Only attention needs rows: `PackedStep` tells this function where each row's
+tokens are, it gathers the queries into `[rows, width]` (queries are small; the cache is not
+copied), runs the kernel per row against the row's cache and takes the real positions back out.
+
+Grouped-query attention (GQA). With a mask and more than one query position, transformers'
+sdpa path repeats every key/value head for each query head that shares it (`repeat_kv`) before
+calling the kernel: the whole cache copied three times per layer and step for SmolLM2 (9 query
+heads, 3 key/value heads). Measured on a 2-core CPU, 19 rows x 900 cached columns, one layer:
+35 ms with the copies, 2.6 ms without (5 query positions). Here the query heads of each group
+are folded into the query axis instead ([b, kv heads x group, q, d] -> [b, kv heads, group x
+q, d]; the mask repeated to match), so the kernel reads each key/value head once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 NAME = "crbench_sdpa"
+PACKED = "crbench_packed"  # the model keyword that carries a `PackedStep` to this function
+
+
+@dataclass
+class PackedStep:
+    """Where the rows' tokens are in a packed step of `tokens` positions."""
+
+    rows: Any  # [tokens] row of each token
+    offsets: Any  # [tokens] its position among the row's tokens
+    gather: Any  # [rows, width] the token at each row position (a row's last one repeats)
 
 
 def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
@@ -23,29 +42,29 @@ def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: 
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    groups = getattr(module, "num_key_value_groups", 1)
-    if (groups == 1 or attention_mask is None or attention_mask.dim() != 4
-            or attention_mask.shape[1] != 1 or kwargs.get("dropout", 0.0)):
+    packed: PackedStep | None = kwargs.pop(PACKED, None)
+    if packed is None and (attention_mask is None or attention_mask.dim() != 4
+                           or attention_mask.shape[1] != 1 or kwargs.get("dropout", 0.0)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if packed is not None:  # [1, heads, tokens, d] -> [rows, heads, width, d]
+        query = query[0][:, packed.gather].transpose(0, 1)
+    groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
     folded = query.reshape(batch, heads // groups, groups * length, dim)
     out = torch.nn.functional.scaled_dot_product_attention(
         folded, key, value, attn_mask=attention_mask.repeat(1, 1, groups, 1),
         scale=kwargs.get("scaling"))
-    return out.reshape(batch, heads, length, dim).transpose(1, 2).contiguous(), None
+    out = out.reshape(batch, heads, length, dim).transpose(1, 2)
+    if packed is not None:  # the real positions, in the packed order: [1, tokens, heads, d]
+        out = out[packed.rows, packed.offsets][None]
+    return out.contiguous(), None
 
 
-def use_grouped_sdpa(model: Any) -> bool:
-    """Switch a GQA model on plain sdpa to `grouped_sdpa`; False if it is not one."""
-    config = model.config
-    kv_heads = getattr(config, "num_key_value_heads", None)
-    if config._attn_implementation != "sdpa" or not kv_heads or (
-            kv_heads == config.num_attention_heads):
-        return False
+def use_packed_attention(model: Any) -> None:
+    """Switch the model (sdpa or eager attention) to `grouped_sdpa`, for our decode loop."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(NAME, grouped_sdpa)
     AttentionMaskInterface.register(NAME, sdpa_mask)  # masks as sdpa takes them
     model.set_attn_implementation(NAME)
-    return True

@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from crbench.engines.budget import ThinkingControl
+from crbench.engines.hf_attention import PackedStep
 from crbench.engines.prompt_lookup import NgramDraft
 
 
@@ -43,12 +45,13 @@ class BatchKV:
     """The key/value cache of a batch of rows: preallocated and written in place.
 
     Per layer a buffer [slots, kv_heads, capacity, head_dim]. Row i of `rows` lives in slot i;
-    its cached tokens are the `row.cached` columns before `ends[i]`. A step feeds every row
-    `width` tokens (its last token, then draft tokens), written at columns ends[i] .. ends[i] +
-    width - 1; afterwards each row's end moves on by the tokens it kept (`advance`): rejected
-    draft columns are simply written over at the next step. Attention reads columns
-    [start, top + width), where `start` is the first column a row uses and `top` the last end;
-    the mask keeps each row to its own columns.
+    its cached tokens are the `row.cached` columns before `ends[i]`. A decode step feeds row i
+    `counts[i]` tokens (its last token, then its draft), packed into one sequence with the other
+    rows' (`PackedStep`), written at columns ends[i] .. ends[i] + counts[i] - 1; afterwards each
+    row's end moves on by the tokens it kept (`advance`): rejected draft columns are simply
+    written over at the next step. Attention reads columns [start, top + width), where `start`
+    is the first column a row uses, `top` the last end and `width` the most tokens a row was
+    fed; the mask keeps each row to its own columns.
 
     A finished row's slot is given to a new prompt (`admit`), or, when none is waiting, to the
     last row, so the batch shrinks; only the rows that move are copied.
@@ -62,8 +65,9 @@ class BatchKV:
         self.keys: list[Any] = []
         self.values: list[Any] = []
         self.start = 0
-        self.width = 1  # tokens fed per row at this step
-        self._write: Any = None  # [rows, width] column of each fed token; None: all at ends[0]
+        self.width = 1  # the most tokens fed to a row at this step
+        self.packed: PackedStep | None = None  # this decode step's rows; None in a prefill
+        self._columns: Any = None  # [tokens] the cache column each packed token goes to
 
     @property
     def top(self) -> int:
@@ -77,17 +81,18 @@ class BatchKV:
             shape = (self.slots, key.shape[1], self.capacity, key.shape[3])
             self.keys.append(torch.zeros(shape, dtype=key.dtype, device=key.device))
             self.values.append(torch.zeros(shape, dtype=value.dtype, device=value.device))
-        n, fed = key.shape[0], key.shape[2]
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        if self._write is None:  # every row ends at the same column: one slice
+        if self.packed is None:  # a prefill: every row ends at the same column, one slice
+            n, fed = key.shape[0], key.shape[2]
             end = self.ends[0] if self.ends else 0
             keys[:n, :, end:end + fed] = key
             values[:n, :, end:end + fed] = value
-        else:
-            slots = torch.arange(n, device=key.device)[:, None]
-            keys[slots, :, self._write] = key.transpose(1, 2)
-            values[slots, :, self._write] = value.transpose(1, 2)
-        used = slice(self.start, self.top + fed)
+            used = slice(self.start, self.top + fed)
+        else:  # [1, kv_heads, tokens, d]: token t goes to its row's slot at its column
+            n = len(self.rows)
+            keys[self.packed.rows, :, self._columns] = key[0].transpose(0, 1)
+            values[self.packed.rows, :, self._columns] = value[0].transpose(0, 1)
+            used = slice(self.start, self.top + self.width)
         return keys[:n, :, used], values[:n, :, used]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -99,20 +104,28 @@ class BatchKV:
     def has_finished_rows(self) -> bool:
         return any(row.finish is not None for row in self.rows)
 
-    def begin_step(self, width: int, max_new_tokens: int) -> None:
-        """Before a forward feeding `width` tokens per row: room to write them, where."""
+    def begin_step(self, counts: list[int], max_new_tokens: int) -> PackedStep:
+        """Before a forward feeding row i `counts[i]` tokens: room to write them, where."""
         import torch
 
+        width = max(counts)
         if not self.keys or self.top + width > self.capacity:
             self._relayout(self.top - self.start, width, max_new_tokens, self)
         self.width = width
         self.start = min(end - row.cached for end, row in zip(self.ends, self.rows, strict=True))
-        if len(set(self.ends)) == 1:
-            self._write = None
-        else:
-            device = self.keys[0].device
-            self._write = (torch.tensor(self.ends, device=device)[:, None]
-                           + torch.arange(width, device=device))
+        rows = [r for r, count in enumerate(counts) for _ in range(count)]
+        offsets = [j for count in counts for j in range(count)]
+        firsts = [0, *accumulate(counts)][:-1]  # each row's first token
+        gather = [[first + min(j, count - 1) for j in range(width)]
+                  for first, count in zip(firsts, counts, strict=True)]
+        device = self.keys[0].device
+        self.packed = PackedStep(torch.tensor(rows, device=device),
+                                 torch.tensor(offsets, device=device),
+                                 torch.tensor(gather, device=device))
+        self._columns = torch.tensor([self.ends[r] + j for r, j in zip(rows, offsets,
+                                                                      strict=True)],
+                                     device=device)
+        return self.packed
 
     def advance(self, kept: list[int]) -> None:
         """After a forward: row i keeps `kept[i]` of the tokens it was fed, less the columns
@@ -120,7 +133,7 @@ class BatchKV:
         for slot, row in enumerate(self.rows):
             self.ends[slot] += kept[slot] - row.rewind
             row.rewind = 0
-        self._write = None
+        self.packed = None
 
     def admit(self, groups: list[BatchKV], max_new_tokens: int) -> None:
         """Give the slots of finished rows to the unfinished rows of freshly prefilled
