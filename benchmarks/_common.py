@@ -6,7 +6,9 @@ import os
 import platform
 import random
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
+from crbench.threads import set_openmp_waiting  # noqa: E402
+
+set_openmp_waiting()  # before torch loads its OpenMP runtime; both sides of a benchmark inherit it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 NAMES = ["Emily", "Jason", "Sarah", "Michael", "Ashley", "David", "Leslie", "Tiffany", "Hannah"]
@@ -75,4 +77,5 @@ def machine() -> dict:
         "python": platform.python_version(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
     }

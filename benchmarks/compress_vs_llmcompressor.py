@@ -45,7 +45,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from crbench.threads import set_openmp_waiting  # noqa: E402
+
+set_openmp_waiting()  # before torch loads; the llm-compressor worker inherits the same wait
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

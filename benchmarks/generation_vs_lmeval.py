@@ -39,6 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from crbench.threads import set_openmp_waiting
+
+set_openmp_waiting()  # before torch loads; both sides and the matmul rate run under the same wait
+
 HERE = Path(__file__).parent
 LMEVAL_VENV = HERE / ".venv-lmeval"
 LMEVAL_PYTHON = LMEVAL_VENV / "bin" / "python"
@@ -187,7 +191,7 @@ def run_side(which: str, job: dict, workdir: Path) -> dict:
     job_file = workdir / "job.json"
     job_file.write_text(json.dumps({**job, "out": str(out)}))
     python = str(LMEVAL_PYTHON) if which == "lmeval" else sys.executable
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     load_before = os.getloadavg()
     subprocess.run([python, __file__, "--side", which, str(job_file)], check=True, env=env)

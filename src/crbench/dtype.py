@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from crbench import threads
+
 ALIASES = {
     "auto": "auto",
     "bf16": "bfloat16", "bfloat16": "bfloat16",
@@ -119,6 +121,7 @@ def environment(refresh: bool = False) -> list[str]:
     else:
         lines.append("GPU: none")
     lines.append(cpu_probe(refresh=refresh).describe())
+    lines.append(threads.describe())
     lines.append(f"probe cache: {probe_file()} (crbench env --refresh measures again)")
     return lines
 

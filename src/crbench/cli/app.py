@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
-# PyTorch's OpenMP threads spin-wait by default; under any CPU contention that costs 5-8x.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from crbench.threads import set_openmp_waiting
+
+set_openmp_waiting()  # before anything imports torch
 
 # `crbench --help` lists the commands in pipeline order; commands not named here come last.
 PIPELINE_ORDER = ("demo", "compress", "distill", "run", "merge", "score", "export", "report",
