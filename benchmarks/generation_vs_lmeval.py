@@ -19,7 +19,8 @@ re-tokenized with the model's tokenizer.
 MFU (model FLOP utilisation): the useful FLOPs of the run (prefill and decode of every prompt,
 attention included, from the model's config and each prompt's real lengths; no padding)
 divided by time, over the matmul rate this machine reaches at the model's linear shapes in
-that dtype (measured here, with as many rows as the batch size: the decode regime).
+that dtype (measured here, with as many rows as the batch size: the decode regime; the mean of
+the rates measured just before and just after that side's run).
 
 benchmarks/.venv-lmeval is made on first use: lm-eval installed into a venv that sees our
 .venv's packages (a .pth file), so both sides run the very same torch and transformers.
@@ -39,9 +40,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from crbench.threads import set_openmp_waiting
-
-set_openmp_waiting()  # before torch loads; both sides and the matmul rate run under the same wait
+try:
+    from crbench.threads import set_openmp_waiting
+except ImportError:  # the lm-eval side's venv: it inherits the wait chosen here in its environment
+    pass
+else:
+    set_openmp_waiting()  # before torch loads; both sides and the matmul rate run under it
 
 HERE = Path(__file__).parent
 LMEVAL_VENV = HERE / ".venv-lmeval"
@@ -235,14 +239,16 @@ def main() -> None:
     print(f"{args.prompts} reasoning-style prompts ({min(prompt_lengths)}-{max(prompt_lengths)} "
           f"tokens), batch {args.batch_size}, greedy, up to {args.max_new_tokens} new tokens, "
           f"CPU, dtype {dtype} (asked: {args.dtype})")
+    # the machine's matmul rate moved by 20% within minutes here: MFU takes the mean of the
+    # rates measured just before and just after each side's run
     rates_at = {d: matmul_rate(config, args.batch_size, d) for d in (dtype, other)}
     print("matmul rate at the model's shapes, " + ", ".join(
         f"{d}: {r / 1e9:.1f} GFLOP/s" for d, r in rates_at.items())
-        + f" ({args.batch_size} rows)")
+        + f" ({args.batch_size} rows; measured again around each run)")
     sides = [("lmeval", dtype), ("crbench", dtype)] + ([("lmeval", other)] if args.lmeval_best
                                                        else [])
     print(f"{'round':>5} {'backend':>8} {'dtype':>8} {'tokens':>7} {'seconds':>8} {'tok/s':>7} "
-          f"{'MFU':>5}  load (1/5/15 min before; after)")
+          f"{'MFU':>5}  load (1/5/15 min before; after); matmul rate before / after")
     rates: dict[tuple[str, str], list[float]] = {side: [] for side in sides}
     outputs: dict[tuple[str, str], list[str]] = {}
     lengths: dict[tuple[str, str], list[int]] = {}
@@ -251,18 +257,21 @@ def main() -> None:
             for which, side_dtype in sides:
                 job = {"model": model, "prompts": prompts, "batch_size": args.batch_size,
                        "max_new_tokens": args.max_new_tokens, "dtype": side_dtype}
+                before = matmul_rate(config, args.batch_size, side_dtype)
                 result = run_side(which, job, Path(tmp))
+                after = matmul_rate(config, args.batch_size, side_dtype)
                 new = [len(tokenizer(t, add_special_tokens=False)["input_ids"])
                        for t in result["outputs"]]
                 rate = sum(new) / result["seconds"]
-                mfu = useful_flops(config, prompt_lengths, new) / result["seconds"] / rates_at[
-                    side_dtype]
+                mfu = (useful_flops(config, prompt_lengths, new) / result["seconds"]
+                       / ((before + after) / 2))
                 rates[which, side_dtype].append(rate)
                 outputs[which, side_dtype] = result["outputs"]
                 lengths[which, side_dtype] = new
                 print(f"{round_:>5} {which:>8} {side_dtype:>8} {sum(new):>7} "
                       f"{result['seconds']:>8.1f} {rate:>7.1f} {mfu:>5.0%}  "
-                      f"{result['loadavg'][:3]}; {result['loadavg'][3:]}", flush=True)
+                      f"{result['loadavg'][:3]}; {result['loadavg'][3:]}; matmul "
+                      f"{before / 1e9:.1f} / {after / 1e9:.1f} GFLOP/s", flush=True)
     ours = sorted(lengths["crbench", dtype])
     print(f"new tokens per prompt (crbench): min {ours[0]}, median {ours[len(ours) // 2]}, "
           f"max {ours[-1]}; {sum(n >= 512 for n in ours)} of {len(ours)} at 512 or more")
