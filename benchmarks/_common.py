@@ -6,7 +6,7 @@ import os
 import platform
 import random
 
-from crbench.threads import set_openmp_waiting  # noqa: E402
+from crbench.threads import set_openmp_waiting
 
 set_openmp_waiting()  # before torch loads its OpenMP runtime; both sides of a benchmark inherit it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from crbench.threads import set_openmp_waiting  # noqa: E402
+from crbench.threads import set_openmp_waiting
 
 set_openmp_waiting()  # before torch loads; the llm-compressor worker inherits the same wait
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

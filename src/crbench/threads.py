@@ -34,9 +34,9 @@ def overloaded() -> bool:
 
 
 def describe() -> str:
-    """The wait in force, for `crbench env`."""
+    """The wait in force (chosen when this process started), for `crbench env`."""
     policy = os.environ.get("OMP_WAIT_POLICY", "runtime default")
     spin = os.environ.get("GOMP_SPINCOUNT")
     load = os.getloadavg()[0]
     return (f"OpenMP wait: OMP_WAIT_POLICY={policy}, GOMP_SPINCOUNT={spin or 'unset'} "
-            f"(load average {load:.2f} on {os.cpu_count()} cores at start)")
+            f"(load average now {load:.2f} on {os.cpu_count()} cores)")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -246,8 +247,5 @@ def lazy_zeros(shape: tuple[int, ...], like: Any) -> Any:
 
     if like.device.type != "cpu":
         return like.new_zeros(shape)
-    count = 1
-    for size in shape:
-        count *= size
-    raw = torch.from_numpy(np.zeros(count * like.element_size(), dtype=np.uint8))
+    raw = torch.from_numpy(np.zeros(math.prod(shape) * like.element_size(), dtype=np.uint8))
     return raw.view(like.dtype).view(shape)
