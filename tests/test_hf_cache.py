@@ -52,3 +52,20 @@ def test_lazy_zeros_are_zeros_of_the_dtype():
         assert zeros.abs().sum() == 0
         zeros[1, 1, 2] = 7  # writable, and only there
         assert zeros.sum() == 28
+
+
+def test_a_packed_step_writes_each_token_of_each_head_at_its_rows_next_columns():
+    rows = [Row(0, [1, 2, 3], None, tokens=[4, 5]), Row(1, [1], None, tokens=[6, 7, 8])]
+    kv = BatchKV(slots=3, rows=rows, capacity=16)  # a spare slot stays untouched
+    kv.keys = [torch.zeros(3, 3, 16, 2)]
+    kv.values = [torch.zeros(3, 3, 16, 2)]
+    kv.ends = [6, 4]
+    kv.begin_step([2, 1], max_new_tokens=8)  # row 0: last token and a draft; row 1: last
+    key = torch.arange(1, 19, dtype=torch.float32).reshape(1, 3, 3, 2)  # [1, heads, tokens, d]
+    keys, values = kv.update(key, -key, layer_idx=0)
+    for head in range(3):
+        assert kv.keys[0][0, head, 6:8].tolist() == key[0, head, :2].tolist()
+        assert kv.keys[0][1, head, 4].tolist() == key[0, head, 2].tolist()
+    assert kv.keys[0].abs().sum() == key.abs().sum()  # nothing written anywhere else
+    assert (kv.values[0] == -kv.keys[0]).all()
+    assert keys.shape == (2, 3, kv.top + 2 - kv.start, 2)  # the columns attention reads

@@ -34,6 +34,7 @@ class PackedStep:
     rows: Any  # [tokens] row of each token
     offsets: Any  # [tokens] its position among the row's tokens
     gather: Any  # [rows, width] the token at each row position (a row's last one repeats)
+    folded_mask: Any = None  # the step's mask as the kernel takes it, made by the first layer
 
 
 def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
@@ -51,13 +52,29 @@ def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: 
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
     folded = query.reshape(batch, heads // groups, groups * length, dim)
+    if packed is None:
+        mask = fold_mask(attention_mask, groups, query.dtype)
+    elif packed.folded_mask is None:  # every layer of a step has the same mask: fold it once
+        mask = packed.folded_mask = fold_mask(attention_mask, groups, query.dtype)
+    else:
+        mask = packed.folded_mask
     out = torch.nn.functional.scaled_dot_product_attention(
-        folded, key, value, attn_mask=attention_mask.repeat(1, 1, groups, 1),
-        scale=kwargs.get("scaling"))
+        folded, key, value, attn_mask=mask, scale=kwargs.get("scaling"))
     out = out.reshape(batch, heads, length, dim).transpose(1, 2)
     if packed is not None:  # the real positions, in the packed order: [1, tokens, heads, d]
         out = out[packed.rows, packed.offsets][None]
     return out.contiguous(), None
+
+
+def fold_mask(allowed: Any, groups: int, dtype: Any) -> Any:
+    """[b, 1, q, k] bool -> [b, 1, groups x q, k] additive (0 / -inf) in `dtype`, as the
+    kernel would convert a bool mask itself at every call."""
+    import torch
+
+    if allowed.dtype != torch.bool:  # already additive
+        return allowed.to(dtype).repeat(1, 1, groups, 1)
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return additive.masked_fill_(~allowed, float("-inf")).repeat(1, 1, groups, 1)
 
 
 def use_packed_attention(model: Any) -> None:

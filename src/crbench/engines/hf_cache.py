@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ class BatchKV:
         self.start = 0
         self.width = 1  # the most tokens fed to a row at this step
         self.packed: PackedStep | None = None  # this decode step's rows; None in a prefill
-        self._columns: Any = None  # [tokens] the cache column each packed token goes to
+        # [kv_heads x tokens] where each head's key/value of each packed token goes in a
+        # buffer seen as [slots x kv_heads x capacity, head_dim]: the same for every layer
+        self._targets: Any = None
 
     @property
     def top(self) -> int:
@@ -90,9 +93,9 @@ class BatchKV:
             values[:n, :, end:end + fed] = value
             used = slice(self.start, self.top + fed)
         else:  # [1, kv_heads, tokens, d]: token t goes to its row's slot at its column
-            n = len(self.rows)
-            keys[self.packed.rows, :, self._columns] = key[0].transpose(0, 1)
-            values[self.packed.rows, :, self._columns] = value[0].transpose(0, 1)
+            n, dim = len(self.rows), keys.shape[3]
+            keys.view(-1, dim).index_copy_(0, self._targets, key[0].reshape(-1, dim))
+            values.view(-1, dim).index_copy_(0, self._targets, value[0].reshape(-1, dim))
             used = slice(self.start, self.top + self.width)
         return keys[:n, :, used], values[:n, :, used]
 
@@ -123,9 +126,12 @@ class BatchKV:
         self.packed = PackedStep(torch.tensor(rows, device=device),
                                  torch.tensor(offsets, device=device),
                                  torch.tensor(gather, device=device))
-        self._columns = torch.tensor([self.ends[r] + j for r, j in zip(rows, offsets,
-                                                                      strict=True)],
-                                     device=device)
+        columns = torch.tensor([self.ends[r] + j for r, j in zip(rows, offsets, strict=True)],
+                               device=device)
+        _, kv_heads, capacity, _ = self.keys[0].shape
+        heads = torch.arange(kv_heads, device=device)[:, None]
+        self._targets = ((self.packed.rows[None] * kv_heads + heads) * capacity
+                         + columns[None]).reshape(-1)
         return self.packed
 
     def advance(self, kept: list[int]) -> None:
@@ -238,14 +244,18 @@ class BatchKV:
 
 
 def lazy_zeros(shape: tuple[int, ...], like: Any) -> Any:
-    """Zeros of `like`'s dtype and device. On the CPU from calloc'ed memory (numpy's zeros),
-    whose pages the OS maps when first touched: a cache buffer is gigabytes, mostly columns
-    no row has reached yet, and zero-filling fresh memory ran at ~0.4 GB/s in our VM (5 s for
-    the reasoning benchmark's 2 GB) where touching it as rows grow costs nothing up front."""
-    import numpy as np
+    """Zeros of `like`'s dtype and device. On the CPU an anonymous memory map, whose pages the
+    OS maps (zeroed) when first touched: a cache buffer is gigabytes, mostly columns no row
+    has reached yet, and zero-filling fresh memory ran at ~0.4 GB/s in our VM (5 s for the
+    reasoning benchmark's 2 GB) where touching it as rows grow costs nothing up front. Asked
+    for in transparent huge pages: one page fault per 2 MiB instead of per 4 KiB."""
     import torch
 
     if like.device.type != "cpu":
         return like.new_zeros(shape)
-    raw = torch.from_numpy(np.zeros(math.prod(shape) * like.element_size(), dtype=np.uint8))
+    size = math.prod(shape) * like.element_size()
+    memory = mmap.mmap(-1, max(size, 1))
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux; elsewhere plain pages
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    raw = torch.frombuffer(memory, dtype=torch.uint8, count=size)  # keeps `memory` alive
     return raw.view(like.dtype).view(shape)
