@@ -1,7 +1,8 @@
 """Our SparseGPT, GPTQ and AWQ against llm-compressor's, on the same model and calibration windows.
 
     .venv/bin/python benchmarks/compress_vs_llmcompressor.py [--model demo] [--rounds 2]
-        [--calib tests/fixtures/compress_calib.txt] [--eval tests/fixtures/compress_heldout.txt]
+        [--calib tests/fixtures/compress_calib.txt]
+        [--eval tests/fixtures/compress_heldout.txt,tests/fixtures/compress_heldout_more.txt]
         [--samples 32] [--seqlen 512]
 
 llm-compressor lives in its own venv, benchmarks/.venv-llmcompressor (made on first use:
@@ -22,9 +23,10 @@ each layer on the uncompressed model's outputs (`propagate = "dense"`, as AutoAW
 llm-compressor's AWQ do, whose sequential pipeline runs with quantization disabled; ours by
 default calibrates on the outputs of the layers quantized so far). Our own rules are rows of
 their own, set against the same llm-compressor run and not counted in the ratio:
-`gptq-dynamic` and `awq-compressed`. `gptq-jitter1` and `gptq-jitter2` are our `gptq` row with
-the Hessians scaled by 1 + 1e-7 and 1 + 2e-7: float rounding changes only, to show how far
-perplexity moves from rounding alone (`--methods gptq,gptq-jitter1,gptq-jitter2`).
+`gptq-dynamic` and `awq-compressed`. `gptq-jitter1` and `gptq-jitter2` are the `gptq` row on
+both sides with the Hessians scaled by 1 + 1e-7 and 1 + 2e-7: float rounding changes only, which
+moves GPTQ's perplexity by percents; with them the report adds the mean over the three draws on
+each side (`--methods sparsegpt,gptq,gptq-jitter1,gptq-jitter2`), the like-for-like perplexity.
 
 Default against default (not counted in the ratio either): `gptq-default` is each side's GPTQ
 with only bits, group 64 and the grid's symmetry given (ours: activation order; theirs:
@@ -45,9 +47,12 @@ import sys
 import time
 from pathlib import Path
 
-from crbench.threads import set_openmp_waiting
-
-set_openmp_waiting()  # before torch loads; the llm-compressor worker inherits the same wait
+try:
+    from crbench.threads import set_openmp_waiting
+except ImportError:  # the llm-compressor worker's venv: it inherits the wait chosen here
+    pass
+else:
+    set_openmp_waiting()  # before torch loads
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -60,12 +65,12 @@ LLMCOMPRESSOR = "llmcompressor==0.14.0.1"
 
 DAMP, BLOCK, SPARSITY, BITS, GROUP = 0.01, 128, 0.5, 4, 64
 # row -> their row it is set against
-OURS_ONLY = {"gptq-dynamic": "gptq", "awq-compressed": "awq", "awq-default": "awq",
-             "gptq-jitter1": "gptq", "gptq-jitter2": "gptq"}
-# `gptq-jitterK`: our `gptq` row with every Hessian scaled by 1 + K * 1e-7. GPTQ does not depend
-# on H's scale, so this changes float rounding only; how far its perplexity moves from the `gptq`
-# row shows how much of the gap to llm-compressor's rounding alone makes (GPTQ amplifies a
-# weight's rounding flip along its row, and the held-out text is four 512-token windows).
+OURS_ONLY = {"gptq-dynamic": "gptq", "awq-compressed": "awq", "awq-default": "awq"}
+# `gptq-jitterK`: the `gptq` row, on both sides, with every Hessian scaled by 1 + K * 1e-7. GPTQ
+# does not depend on H's scale, so this changes float rounding only, and rounding alone moves
+# perplexity by percents (GPTQ carries a weight's rounding flip along its row). The report sets
+# the mean over `gptq` and its jitters on one side against the same mean on the other: the
+# perplexity each implementation gives, rather than that of one draw of its rounding.
 JITTER = {"gptq-jitter1": 1e-7, "gptq-jitter2": 2e-7}
 OURS = {  # method -> our recipe settings (windows, damping and block added in run_crbench)
     "sparsegpt": {"method": "sparsegpt", "sparsity": SPARSITY},
@@ -85,7 +90,8 @@ OURS = {  # method -> our recipe settings (windows, damping and block added in r
     "awq-default": {"method": "awq", "bits": BITS, "group_size": GROUP},
 }
 HESSIAN = ("sparsegpt", "gptq")  # methods that take damp and block_size
-NOT_IN_RATIO = {*OURS_ONLY, "gptq-default"}  # the ratio is over setting-against-setting rows
+# the ratio is over setting-against-setting rows, one draw each
+NOT_IN_RATIO = {*OURS_ONLY, *JITTER, "gptq-default"}
 
 
 @torch.no_grad()
@@ -144,7 +150,13 @@ def run_llmcompressor(model, tokenizer, method: str, calib: torch.Tensor) -> Non
     if method == "sparsegpt":
         modifier = SparseGPTModifier(sparsity=SPARSITY, mask_structure="0:0", block_size=BLOCK,
                                      dampening_frac=DAMP, targets=["Linear"], ignore=ignore)
-    elif method == "gptq":
+    elif method == "gptq" or method in JITTER:
+        if method in JITTER:
+            import llmcompressor.modifiers.gptq.base as gptq_base
+
+            unjittered = gptq_base.quantize_weight
+            gptq_base.quantize_weight = (  # type: ignore[assignment]
+                lambda hessians, **kw: unjittered(hessians=hessians * (1 + JITTER[method]), **kw))
         modifier = GPTQModifier(config_groups=groups(True), ignore=ignore, block_size=BLOCK,
                                 dampening_frac=DAMP, actorder=None)
     elif method == "gptq-default":
@@ -222,7 +234,7 @@ def make_windows(model_dir: str, calib: str, heldout: str, samples: int, seqlen:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     windows, _ = calibration_windows(tokenizer, load_source(calib), samples, seqlen, 0)
-    stream = tokenize(tokenizer, read_text(heldout))
+    stream = tokenize(tokenizer, "\n\n".join(read_text(path) for path in heldout.split(",")))
     count = len(stream) // 512
     torch.save({"calib": windows, "eval": stream[: count * 512].reshape(count, 512)}, out)
 
@@ -235,7 +247,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
     parser.add_argument("--calib", default=str(ROOT / "tests/fixtures/compress_calib.txt"))
-    parser.add_argument("--eval", default=str(ROOT / "tests/fixtures/compress_heldout.txt"))
+    parser.add_argument("--eval", default=",".join(  # held-out text files, comma-separated
+        str(ROOT / "tests/fixtures" / name)
+        for name in ("compress_heldout.txt", "compress_heldout_more.txt")))
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=2)
@@ -298,6 +312,12 @@ def report(results: list[dict]) -> None:
         seconds = mean(method, "crbench", "seconds"), mean(against, "llmcompressor", "seconds")
         print(f"| {method} | {seconds[0]:.1f} | {seconds[1]:.1f} | "
               f"{seconds[1] / seconds[0]:.2f} | {ours:.3f} | {theirs:.3f} | "
+              f"{100 * (ours / theirs - 1):+.2f}% |")
+    jittered = [m for m in ("gptq", *JITTER) if m in methods]
+    if len(jittered) > 1:  # rounding noise averaged out on both sides
+        ours, theirs = (sum(mean(m, impl, "ppl") for m in jittered) / len(jittered)
+                        for impl in ("crbench", "llmcompressor"))
+        print(f"| gptq, mean over {', '.join(jittered)} | | | | {ours:.3f} | {theirs:.3f} | "
               f"{100 * (ours / theirs - 1):+.2f}% |")
     results = [r for r in results if r["method"] not in NOT_IN_RATIO]
     ours_total = sum(r["seconds"] for r in results if r["impl"] == "crbench")
