@@ -220,3 +220,40 @@ def test_propagate_is_refused_for_methods_not_calibrated_layer_by_layer():
     with pytest.raises(InputError, match="not calibrated layer by layer") as caught:
         parse_recipe({"method": "rtn", "propagate": "dense"})
     assert caught.value.place == "propagate"
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_calibration_forwards_run_in_the_recipe_dtype_while_weights_and_hessians_stay_fp32(
+        demo_model, fixtures, dtype):
+    model, tokenizer = load_causal_lm(demo_model, device="cpu")
+    layer = model.model.layers[0]
+    outputs, hessians = [], []
+    handle = layer.self_attn.q_proj.register_forward_hook(
+        lambda module, args, out: outputs.append(out.dtype))
+    import crbench.compress.pipeline as pipeline
+
+    def spy(recipe, index, entries, stats):
+        hessians.append(stats.dtype)
+        return compress_group(recipe, index, entries, stats)
+
+    compress_group = pipeline.compress_group
+    pipeline.compress_group = spy
+    try:
+        result = compress_loaded(model, tokenizer, fast_recipe(
+            method="sparsegpt", sparsity=0.5, dtype=dtype, calib=fixtures / "compress_calib.txt"))
+    finally:
+        pipeline.compress_group = compress_group
+        handle.remove()
+    wanted = torch.bfloat16 if dtype == "bf16" else torch.float32
+    assert set(outputs) == {wanted} and len(outputs) == 2 * 4  # passes 1 and 2, 4 windows
+    assert result["forward_dtype"] == str(wanted).removeprefix("torch.")
+    assert set(hessians) == {torch.float32} and len(hessians) == 2 * 4  # 4 inputs a layer
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert (layer.mlp.down_proj.weight == 0).float().mean().item() == 0.5
+
+
+def test_a_bad_compression_dtype_is_one_error_naming_the_field():
+    with pytest.raises(InputError, match="dtype must be one of") as caught:
+        parse_recipe({"method": "sparsegpt", "sparsity": 0.5, "calib": "x.txt",
+                      "dtype": "int3"}, "recipe.toml")
+    assert caught.value.place == "dtype"

@@ -71,6 +71,9 @@ def compress(
     calib_samples: Annotated[int | None, typer.Option(help="calibration windows")] = None,
     seqlen: Annotated[int | None, typer.Option(help="tokens per calibration window")] = None,
     seed: Annotated[int | None, typer.Option(help="which calibration windows")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="calibration forwards: auto (measured, see crbench env) | bf16 | fp16 | fp32; "
+        "weights and Hessians stay fp32")] = None,
 ) -> None:
     """Prune or quantize a model with calibration data; writes a Hugging Face folder."""
     from crbench.compress import compress_model, load_recipe, parse_recipe
@@ -78,7 +81,7 @@ def compress(
     flags = {"method": method, "sparsity": sparsity, "pattern": pattern, "bits": bits,
              "group_size": group_size, "sym": sym, "act_order": act_order, "damp": damp,
              "dense": dense or None, "calib": calib, "calib_samples": calib_samples,
-             "seqlen": seqlen, "seed": seed}
+             "seqlen": seqlen, "seed": seed, "dtype": dtype}
     given = {k: v for k, v in flags.items() if v is not None}
     if recipe is not None:
         base = load_recipe(recipe).model_dump(exclude_unset=True)

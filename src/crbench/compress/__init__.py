@@ -56,6 +56,11 @@ Recipe fields (TOML file for `crbench compress --recipe`, or a dict for `compres
                   (default: the outputs of the layers compressed so far, as the GPTQ and
                   SparseGPT reference code does) or "dense" (the uncompressed model's outputs,
                   as AutoAWQ and llm-compressor's AWQ do; saves one forward per layer)
+    dtype         calibrated methods: what the calibration forward passes compute in: "auto"
+                  (default: bf16 where this CPU runs bf16 matmuls faster, see `crbench env`;
+                  bf16/fp16 on a GPU), "bf16", "fp16" or "fp32". The weights, Hessians and
+                  the GPTQ/SparseGPT/AWQ updates stay fp32 whatever it is; the dtype used is
+                  in the manifest (`forward_dtype`)
     dense         list of module patterns kept dense (16-bit), e.g. the last layer's MLP:
                       dense = ["layers.-1.mlp.*"]
     overrides     list of {match = pattern or list, dense = true | other settings}, e.g.

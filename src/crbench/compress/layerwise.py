@@ -14,6 +14,12 @@
    keeps them for the first `MEASURED_WINDOWS` windows and stops every other window at the
    input of the last target module to run (nothing after it feeds a statistic), which spares
    that module's matmul (SmolLM2's down projection: a quarter of pass 1's linear FLOPs).
+The forwards may compute in a lower precision than the weights (`forward_dtype`, bf16 where the
+CPU runs it faster): they run under autocast, so the weights stay as loaded (fp32) for the
+algorithms, the residual stream stays fp32, and the statistics are accumulated in fp32
+(`HessianAccumulator` turns autocast off). Each pass over the windows is one autocast region,
+so each weight is cast once per pass: autocast caches the casts inside a region, and weights
+change only between passes.
 Only one decoder layer's inputs and outputs are held at a time; on a GPU only the current
 decoder layer (plus embeddings) is moved there.
 """
@@ -43,6 +49,14 @@ MEASURED_WINDOWS = 4  # windows whose dense outputs pass 1 keeps to measure the 
 
 class _StopForward(Exception):
     """Raised by a hook: nothing after this point of the forward needs to run."""
+
+
+def forwards_in(dtype: torch.dtype | None, device: torch.device
+                ) -> contextlib.AbstractContextManager:
+    """The region one pass of forwards runs in: autocast to `dtype`, or as the weights are."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -165,12 +179,14 @@ def calibrate_sequentially(
     log: Callable[[str], None] | None = None,
     prepare_layer: PrepareLayer | None = None,
     propagate: str = "compressed",
+    forward_dtype: torch.dtype | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Compress `targets` (layer index -> {name: linear}) layer by layer; returns the module
     records and one record per decoder layer (relative output error, seconds)."""
     _, layers = decoder_layers(model)
     move_all_but(model, layers, device)
-    hidden, layer_kwargs = capture_first_layer_inputs(model, layers, windows, device)
+    with forwards_in(forward_dtype, device):
+        hidden, layer_kwargs = capture_first_layer_inputs(model, layers, windows, device)
     module_records, layer_records = [], []
     for index, layer in enumerate(layers):
         start = time.perf_counter()
@@ -179,7 +195,9 @@ def calibrate_sequentially(
         record: dict[str, Any] = {"layer": index, "modules": len(modules)}
         reference = None  # outputs of the layer as it came, if pass 1 will not see it so
         if prepare_layer is not None and modules:
-            reference = [run_layer(layer, h, layer_kwargs) for h in hidden]
+            with forwards_in(forward_dtype, device):
+                reference = [run_layer(layer, h, layer_kwargs) for h in hidden]
+            # not under autocast: AWQ's search changes weights between forwards
             record.update(prepare_layer(index, layer, hidden, layer_kwargs))
         stats = InputStatistics(modules, device, diagonal_only)
         # outputs pass 1 must keep: all (no pass 2, or it is what the next layer gets), none
@@ -190,10 +208,11 @@ def calibrate_sequentially(
             keep = 0 if reference is not None else MEASURED_WINDOWS
         dense_out: list[torch.Tensor | None] = []
         try:
-            for i, h in enumerate(hidden):  # pass 1
-                stats.next_window()
-                dense_out.append(first_pass(layer, h, layer_kwargs, stats, modules,
-                                            keep_output=i < keep))
+            with forwards_in(forward_dtype, device):
+                for i, h in enumerate(hidden):  # pass 1
+                    stats.next_window()
+                    dense_out.append(first_pass(layer, h, layer_kwargs, stats, modules,
+                                                keep_output=i < keep))
         finally:
             stats.remove()
         shared: dict[int, list[str]] = {}  # modules that saw the same input share statistics
@@ -207,13 +226,14 @@ def calibrate_sequentially(
             dense_out = dense_out if reference is None else [*reference]
         elif modules:  # pass 2: what the next layer will see
             moved = total = 0.0
-            for i, h in enumerate(hidden):
-                out = run_layer(layer, h, layer_kwargs)
-                before = dense_out[i] if reference is None else reference[i]
-                if before is not None:
-                    moved += (out - before).float().pow(2).sum().item()
-                    total += before.float().pow(2).sum().item()
-                dense_out[i] = out
+            with forwards_in(forward_dtype, device):
+                for i, h in enumerate(hidden):
+                    out = run_layer(layer, h, layer_kwargs)
+                    before = dense_out[i] if reference is None else reference[i]
+                    if before is not None:
+                        moved += (out - before).float().pow(2).sum().item()
+                        total += before.float().pow(2).sum().item()
+                    dense_out[i] = out
             record["output_error"] = moved / max(total, 1e-30)
         layer.to("cpu")
         hidden = [out for out in dense_out if out is not None]

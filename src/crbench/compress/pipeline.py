@@ -27,6 +27,7 @@ from crbench.compress import MANIFEST, methods
 from crbench.compress.calibration import calibration_windows, load_source
 from crbench.compress.layerwise import calibrate_sequentially, decoder_layers
 from crbench.compress.recipe import Recipe, Settings, matches
+from crbench.dtype import canonical, model_shape, resolve_dtype
 from crbench.errors import InputError
 
 Log = Callable[[str], None]  # progress lines
@@ -181,10 +182,14 @@ def compress_loaded(model: nn.Module, tokenizer: Any, recipe: Recipe, *,
                     for record in compress_group(recipe, index, same, stats)]
 
         step = getattr(algorithm_module(recipe.method), "layer_step", None)  # AWQ's scales
+        forward_dtype = resolve_dtype(recipe.dtype, device, model_shape(model.config))
+        if forward_dtype == torch.float32:  # autocast only lowers: fp32 means the weights'
+            forward_dtype = next(model.parameters()).dtype
+        result["forward_dtype"] = canonical(forward_dtype)
         records, result["layers"] = calibrate_sequentially(
             model, windows, targets, group, diagonal_only=needs == "column_norms",
             device=device, log=log, prepare_layer=step(recipe, plan) if step else None,
-            propagate=recipe.propagate)
+            propagate=recipe.propagate, forward_dtype=forward_dtype)
         model.to("cpu")
     result["modules"] = sorted(records + kept, key=lambda r: (r["layer"], r["module"]))
     return result
@@ -249,6 +254,7 @@ def compress_model(base_model: str | Path, recipe: Recipe, out_dir: str | Path, 
         "device": device,
         "compute_dtype": compute_dtype,
         "saved_dtype": str(saved_dtype).removeprefix("torch."),
+        "forward_dtype": result.get("forward_dtype"),  # the calibration forwards'
         "calibration": result["calibration"],
         "summary": summary(result["modules"]),
         "layers": result["layers"],

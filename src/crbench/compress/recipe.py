@@ -78,6 +78,8 @@ class Recipe(Settings):
     # What the next layer is calibrated on: the compressed layers' outputs (the GPTQ and
     # SparseGPT reference code) or the uncompressed model's (AutoAWQ and llm-compressor's AWQ).
     propagate: Literal["compressed", "dense"] = "compressed"
+    # What the calibration forwards compute in ("auto": measured per machine, crbench.dtype).
+    dtype: str = "auto"
     dense: list[str] = []  # module patterns kept dense, e.g. ["layers.-1.mlp.*"]
     overrides: list[Override] = []
     then: Literal["rtn", "gptq"] | None = None  # awq: how the scaled weights are quantized
@@ -86,6 +88,13 @@ class Recipe(Settings):
     grid: int | None = Field(default=None, ge=2, le=100)  # awq: exponents tried in [0, 1)
 
     _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        from crbench.dtype import canonical
+
+        return canonical(value)
 
     @field_validator("method")
     @classmethod
@@ -174,8 +183,9 @@ def _method_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         for name in ("act_order", "static_groups", *methods.HESSIAN_FIELDS):
             if name in recipe.model_fields_set:
                 yield name, "applies to method 'awq' only with then = 'gptq'"
-    if not method.calibrated and "propagate" in recipe.model_fields_set:
-        yield "propagate", f"method {method.name!r} is not calibrated layer by layer"
+    for name in ("propagate", "dtype"):
+        if not method.calibrated and name in recipe.model_fields_set:
+            yield name, f"method {method.name!r} is not calibrated layer by layer"
     if method.calibrated and not recipe.calib:
         yield "calib", f"method {method.name!r} needs calibration text (a .txt or .jsonl file)"
 
