@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/compress_vs_llmcompressor.py [--model demo] [--rounds 2]
         [--calib tests/fixtures/compress_calib.txt]
         [--eval tests/fixtures/compress_heldout.txt,tests/fixtures/compress_heldout_more.txt]
-        [--samples 32] [--seqlen 512]
+        [--samples 32] [--seqlen 512] [--dtype auto]
 
 llm-compressor lives in its own venv, benchmarks/.venv-llmcompressor (made on first use:
 torch==2.13.0 first, so pip does not pull a CUDA torch, then llmcompressor==0.14.0.1, which
@@ -15,6 +15,10 @@ calibration windows (token ids made here with crbench's sampler, checked equal o
 the same perplexity code over the same held-out windows of 512 tokens. Runs alternate between
 the two (ABBA over rounds) because the machine is shared; the load average is recorded.
 Timed: the compression call alone, calibration forward passes included, model loading not.
+Both sides load the model in `--dtype` (default auto: what crbench's measured probe picks on
+this machine, `crbench env`; bf16 where the CPU runs it faster), so the calibration forwards
+run in it on both; both keep Hessians and updates in fp32. Perplexity is evaluated in fp32 on
+both (the compressed model cast up), comparable across dtypes.
 
 Setting against setting (the rows the ratio is over) uses llm-compressor's rules where ours
 differ by default: GPTQ fits every group's grid up front from the original weights
@@ -23,9 +27,9 @@ each layer on the uncompressed model's outputs (`propagate = "dense"`, as AutoAW
 llm-compressor's AWQ do, whose sequential pipeline runs with quantization disabled; ours by
 default calibrates on the outputs of the layers quantized so far). Our own rules are rows of
 their own, set against the same llm-compressor run and not counted in the ratio:
-`gptq-dynamic` and `awq-compressed`. `gptq-jitter1` and `gptq-jitter2` are the `gptq` row on
-both sides with the Hessians scaled by 1 + 1e-7 and 1 + 2e-7: float rounding changes only, which
-moves GPTQ's perplexity by percents; with them the report adds the mean over the three draws on
+`gptq-dynamic` and `awq-compressed`. `gptq-jitter1` to `gptq-jitter9` are the `gptq` row on
+both sides with the Hessians scaled by 1 + 1e-7 ... 1 + 9e-7: float rounding changes only, which
+moves GPTQ's perplexity by percents; with them the report adds the mean over all draws on
 each side (`--methods sparsegpt,gptq,gptq-jitter1,gptq-jitter2`), the like-for-like perplexity.
 
 Default against default (not counted in the ratio either): `gptq-default` is each side's GPTQ
@@ -71,17 +75,15 @@ OURS_ONLY = {"gptq-dynamic": "gptq", "awq-compressed": "awq", "awq-default": "aw
 # perplexity by percents (GPTQ carries a weight's rounding flip along its row). The report sets
 # the mean over `gptq` and its jitters on one side against the same mean on the other: the
 # perplexity each implementation gives, rather than that of one draw of its rounding.
-JITTER = {"gptq-jitter1": 1e-7, "gptq-jitter2": 2e-7}
+JITTER = {f"gptq-jitter{k}": k * 1e-7 for k in range(1, 10)}
+GPTQ_STATIC = {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
+               "act_order": False, "static_groups": True}
 OURS = {  # method -> our recipe settings (windows, damping and block added in run_crbench)
     "sparsegpt": {"method": "sparsegpt", "sparsity": SPARSITY},
-    "gptq": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
-             "act_order": False, "static_groups": True},
+    "gptq": GPTQ_STATIC,
     "gptq-dynamic": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
                      "act_order": False},
-    "gptq-jitter1": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
-                     "act_order": False, "static_groups": True},
-    "gptq-jitter2": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
-                     "act_order": False, "static_groups": True},
+    **{name: GPTQ_STATIC for name in JITTER},
     "gptq-default": {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True},
     "awq": {"method": "awq", "bits": BITS, "group_size": GROUP, "sym": False, "clip": False,
             "duo": True, "grid": 20, "propagate": "dense"},
@@ -103,7 +105,8 @@ def perplexity(model, windows: torch.Tensor) -> float:
     return math.exp(nll / (windows.shape[0] * (windows.shape[1] - 1)))
 
 
-def run_crbench(model, tokenizer, method: str, calib: torch.Tensor, calib_file: str) -> None:
+def run_crbench(model, tokenizer, method: str, calib: torch.Tensor, calib_file: str,
+                dtype: str) -> None:
     from crbench.compress.calibration import calibration_windows, load_source
     from crbench.compress.hessian import HessianAccumulator
     from crbench.compress.pipeline import compress_loaded
@@ -119,7 +122,7 @@ def run_crbench(model, tokenizer, method: str, calib: torch.Tensor, calib_file: 
     if settings["method"] in HESSIAN:
         settings.update(damp=DAMP, block_size=BLOCK)
     recipe = parse_recipe({**settings, "calib": calib_file, "calib_samples": samples,
-                           "seqlen": seqlen, "seed": 0})
+                           "seqlen": seqlen, "seed": 0, "dtype": dtype})
     source = load_source(calib_file)
     ours, _ = calibration_windows(tokenizer, source, samples, seqlen, 0)
     assert torch.equal(ours, calib), "crbench would calibrate on other windows"
@@ -172,24 +175,25 @@ def run_llmcompressor(model, tokenizer, method: str, calib: torch.Tensor) -> Non
 
 
 def worker(impl: str, method: str, model_dir: str, windows_file: str, result_file: str,
-           calib_file: str) -> None:
+           calib_file: str, dtype: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     windows = torch.load(windows_file)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if impl == "crbench":
-        run_crbench(model, tokenizer, method, windows["calib"], calib_file)
+        run_crbench(model, tokenizer, method, windows["calib"], calib_file, dtype)
     else:
         run_llmcompressor(model, tokenizer, method, windows["calib"])
     seconds = time.perf_counter() - started
+    model.float()  # evaluated in fp32 whatever the calibration ran in
     linear = [m for n, m in model.named_modules()
               if isinstance(m, torch.nn.Linear) and ".layers." in n]
     zeros = sum((m.weight == 0).sum().item() for m in linear)
     result = {
-        "impl": impl, "method": method, "seconds": round(seconds, 2),
+        "impl": impl, "method": method, "dtype": dtype, "seconds": round(seconds, 2),
         "ppl": perplexity(model, windows["eval"]),
         "sparsity": zeros / sum(m.weight.numel() for m in linear),
         "loadavg_before": round(load_before, 2), "loadavg_after": round(os.getloadavg()[0], 2),
@@ -257,7 +261,11 @@ def main() -> None:
     # (--methods awq,awq-compressed,awq-default --samples 4 --seqlen 256)
     parser.add_argument("--methods", default="sparsegpt,gptq,gptq-dynamic,gptq-default")
     parser.add_argument("--work", default="/tmp/crbench-vs-llmcompressor")
+    parser.add_argument("--dtype", default="auto", help="auto | bf16 | fp32: both sides")
     args = parser.parse_args()
+    from crbench.dtype import canonical, resolve_dtype
+
+    dtype = canonical(resolve_dtype(args.dtype, "cpu"))
 
     failed = setup_venv()
     if failed:
@@ -270,7 +278,8 @@ def main() -> None:
     make_windows(model_dir, args.calib, args.eval, args.samples, args.seqlen, windows)
     pythons = {"crbench": Path(sys.executable), "llmcompressor": VENV / "bin" / "python"}
     print(f"model {model_dir}; calibration {args.samples} x {args.seqlen} tokens of "
-          f"{args.calib}; loadavg at start {os.getloadavg()}")
+          f"{args.calib}; model and forwards in {dtype} on both sides; "
+          f"loadavg at start {os.getloadavg()}")
     for impl, python in pythons.items():
         print(f"{impl} venv: {versions(python)}")
 
@@ -285,7 +294,7 @@ def main() -> None:
                 env = {**os.environ, "PYTHONPATH": ""}
                 done = subprocess.run(
                     [pythons[impl], __file__, "worker", impl, method, model_dir, str(windows),
-                     str(out), args.calib], env=env, capture_output=True, text=True)
+                     str(out), args.calib, dtype], env=env, capture_output=True, text=True)
                 if done.returncode != 0:
                     print(f"{impl} {method} failed:\n{done.stderr[-3000:]}")
                     sys.exit(1)
@@ -328,6 +337,6 @@ def report(results: list[dict]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker(*sys.argv[2:8])
+        worker(*sys.argv[2:9])
     else:
         main()
