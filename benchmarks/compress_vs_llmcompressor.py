@@ -28,7 +28,8 @@ llm-compressor's AWQ do, whose sequential pipeline runs with quantization disabl
 default calibrates on the outputs of the layers quantized so far). Our own rules are rows of
 their own, set against the same llm-compressor run and not counted in the ratio:
 `gptq-dynamic` and `awq-compressed`. `gptq-jitter1` to `gptq-jitter9` are the `gptq` row on
-both sides with the Hessians scaled by 1 + 1e-7 ... 1 + 9e-7: float rounding changes only, which
+both sides with the Hessians scaled by 1 + 2^-23 ... 1 + 9 x 2^-23 (1 to 9 ulps in fp32, so
+every draw is a different multiplier): float rounding changes only, which
 moves GPTQ's perplexity by percents; with them the report adds the mean over all draws on
 each side (`--methods sparsegpt,gptq,gptq-jitter1,gptq-jitter2`), the like-for-like perplexity.
 
@@ -70,12 +71,12 @@ LLMCOMPRESSOR = "llmcompressor==0.14.0.1"
 DAMP, BLOCK, SPARSITY, BITS, GROUP = 0.01, 128, 0.5, 4, 64
 # row -> their row it is set against
 OURS_ONLY = {"gptq-dynamic": "gptq", "awq-compressed": "awq", "awq-default": "awq"}
-# `gptq-jitterK`: the `gptq` row, on both sides, with every Hessian scaled by 1 + K * 1e-7. GPTQ
+# `gptq-jitterK`: the `gptq` row, on both sides, with every Hessian scaled by 1 + K * 2^-23. GPTQ
 # does not depend on H's scale, so this changes float rounding only, and rounding alone moves
 # perplexity by percents (GPTQ carries a weight's rounding flip along its row). The report sets
 # the mean over `gptq` and its jitters on one side against the same mean on the other: the
 # perplexity each implementation gives, rather than that of one draw of its rounding.
-JITTER = {f"gptq-jitter{k}": k * 1e-7 for k in range(1, 10)}
+JITTER = {f"gptq-jitter{k}": k * 2.0**-23 for k in range(1, 10)}  # k fp32 ulps of 1: distinct
 GPTQ_STATIC = {"method": "gptq", "bits": BITS, "group_size": GROUP, "sym": True,
                "act_order": False, "static_groups": True}
 OURS = {  # method -> our recipe settings (windows, damping and block added in run_crbench)
@@ -332,7 +333,10 @@ def report(results: list[dict]) -> None:
     ours_total = sum(r["seconds"] for r in results if r["impl"] == "crbench")
     theirs_total = sum(r["seconds"] for r in results if r["impl"] == "llmcompressor")
     print(f"loadavg at end {os.getloadavg()}")
-    print(f"ratio: {theirs_total / ours_total:.2f}")
+    if ours_total:
+        print(f"ratio: {theirs_total / ours_total:.2f}")
+    else:  # only rows outside the ratio were run (jitter draws, ours-only rows)
+        print("ratio: none (no setting-against-setting row was run)")
 
 
 if __name__ == "__main__":
