@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import math
-import mmap
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -244,18 +243,14 @@ class BatchKV:
 
 
 def lazy_zeros(shape: tuple[int, ...], like: Any) -> Any:
-    """Zeros of `like`'s dtype and device. On the CPU an anonymous memory map, whose pages the
-    OS maps (zeroed) when first touched: a cache buffer is gigabytes, mostly columns no row
-    has reached yet, and zero-filling fresh memory ran at ~0.4 GB/s in our VM (5 s for the
-    reasoning benchmark's 2 GB) where touching it as rows grow costs nothing up front. Asked
-    for in transparent huge pages: one page fault per 2 MiB instead of per 4 KiB."""
+    """Zeros of `like`'s dtype and device. On the CPU from calloc'ed memory (numpy's zeros),
+    whose pages the OS maps when first touched: a cache buffer is gigabytes, mostly columns
+    no row has reached yet, and zero-filling fresh memory ran at ~0.4 GB/s in our VM (5 s for
+    the reasoning benchmark's 2 GB) where touching it as rows grow costs nothing up front."""
+    import numpy as np
     import torch
 
     if like.device.type != "cpu":
         return like.new_zeros(shape)
-    size = math.prod(shape) * like.element_size()
-    memory = mmap.mmap(-1, max(size, 1))
-    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux; elsewhere plain pages
-        memory.madvise(mmap.MADV_HUGEPAGE)
-    raw = torch.frombuffer(memory, dtype=torch.uint8, count=size)  # keeps `memory` alive
+    raw = torch.from_numpy(np.zeros(math.prod(shape) * like.element_size(), dtype=np.uint8))
     return raw.view(like.dtype).view(shape)
