@@ -61,6 +61,35 @@ def test_choice_rule_needs_a_margin():
     assert choice((10, 10), (40, 5)) == "bfloat16"  # 4x and 0.5x: 1.41x on the mean
 
 
+def test_probe_times_packed_bf16_where_onednn_has_it(cache):
+    from crbench.engines import hf_packed
+
+    probe = dtypes.cpu_probe((64, 128))
+    if hf_packed.available():
+        assert set(probe.packed_gflops) == set(dtypes.PROBE_ROWS)
+        assert all(rate > 0 for rate in probe.packed_gflops.values())
+    else:
+        assert probe.packed_gflops == {} and not probe.packed_linear
+    # an entry cached before packed rates existed is measured again, not misread
+    key = dtypes.machine_key((64, 128))
+    stored = json.loads(cache.read_text())
+    del stored[key]["packed_gflops"]
+    cache.write_text(json.dumps(stored))
+    assert set(dtypes.cpu_probe((64, 128)).packed_gflops) == set(probe.packed_gflops)
+    assert "packed_gflops" in json.loads(cache.read_text())[key]
+
+
+def test_packed_rule_needs_a_margin_over_plain_bf16():
+    def packed(bf16: tuple[float, float], packed: tuple[float, float]) -> bool:
+        return dtypes.Probe("m", (1, 1), 2, {16: 1.0, 256: 1.0}, {16: bf16[0], 256: bf16[1]},
+                            "bfloat16", {16: packed[0], 256: packed[1]}).packed_linear
+
+    assert packed((450, 2100), (900, 2700))  # AMX: 2x and 1.3x
+    assert not packed((450, 2100), (460, 2150))  # within noise
+    assert not packed((450, 2100), (300, 2000))
+    assert not dtypes.Probe("m", (1, 1), 2, {16: 1.0}, {16: 1.0}, "float32", {}).packed_linear
+
+
 def test_a_damaged_cache_is_measured_again(cache):
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text("{not json")

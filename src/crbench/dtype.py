@@ -9,6 +9,10 @@ shapes (16 and 256 rows, the decode and prefill regimes), and bf16 wins when it 
 2-4x faster; CPUs without emulate it and run it slower. The result is cached per machine (CPU
 model and bf16 flags, torch version, threads, shape) in `<crbench cache>/dtype-probe.json`;
 `crbench env` shows it.
+
+The same probe times bf16 matmuls with the weight packed once for oneDNN
+(`crbench.engines.hf_packed`); the hf engine packs a bf16 model's linear layers where that
+measured at least `PACK_MARGIN` faster than torch's plain bf16 linear.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ ALIASES = {
     "fp32": "float32", "float32": "float32", "float": "float32",
 }
 MARGIN = 1.15  # bf16 must be this much faster (geometric mean over the sizes) to be chosen
+PACK_MARGIN = 1.05  # packed bf16 must be this much faster than plain bf16 to be used
 PROBE_ROWS = (16, 256)
 DEFAULT_SHAPE = (576, 1536)  # SmolLM2-135M's MLP (hidden, intermediate)
 PROBE_FILE = "dtype-probe.json"
@@ -49,6 +56,15 @@ class Probe:
     fp32_gflops: dict[int, float]  # rows -> GFLOP/s
     bf16_gflops: dict[int, float]
     choice: str  # "bfloat16" | "float32"
+    packed_gflops: dict[int, float]  # bf16 with the weight packed for oneDNN; {}: unavailable
+
+    @property
+    def packed_linear(self) -> bool:
+        """Whether bf16 linear layers run faster with their weights packed once."""
+        if not self.packed_gflops:
+            return False
+        gain = math.prod(self.packed_gflops[rows] / self.bf16_gflops[rows] for rows in PROBE_ROWS)
+        return gain ** (1 / len(PROBE_ROWS)) >= PACK_MARGIN
 
     @property
     def speedups(self) -> dict[int, float]:
@@ -58,8 +74,11 @@ class Probe:
         sizes = ", ".join(f"{rows} rows: fp32 {self.fp32_gflops[rows]:.1f}, bf16 "
                           f"{self.bf16_gflops[rows]:.1f} GFLOP/s ({self.speedups[rows]:.2f}x)"
                           for rows in PROBE_ROWS)
+        packed = ("unavailable" if not self.packed_gflops else ", ".join(
+            f"{rows} rows {self.packed_gflops[rows]:.1f} GFLOP/s" for rows in PROBE_ROWS)
+            + f": {'used' if self.packed_linear else 'not used'}")
         return (f"dtype auto on this CPU: {self.choice} (linear {self.shape[0]}x{self.shape[1]}, "
-                f"{self.threads} threads; {sizes})")
+                f"{self.threads} threads; {sizes}); bf16 with packed weights: {packed}")
 
 
 def canonical(name: str | torch.dtype | None) -> str:
@@ -177,32 +196,41 @@ def cpu_probe(shape: tuple[int, int] = DEFAULT_SHAPE, refresh: bool = False) -> 
     return probe
 
 
-def measure(shape: tuple[int, int], key: str = "", seconds: float = 0.4) -> Probe:
-    """Time `linear` at `shape` in fp32 and bf16 for PROBE_ROWS rows, `seconds` in all. The
-    dtypes take turns in short slices and each keeps its best slice, so a busy machine (other
-    processes taking the cores now and then) slows both alike instead of one."""
+def measure(shape: tuple[int, int], key: str = "", seconds: float = 0.6) -> Probe:
+    """Time `linear` at `shape` in fp32, bf16 and bf16 with the weight packed for oneDNN (where
+    available) for PROBE_ROWS rows, `seconds` in all. The cases take turns in short slices and
+    each keeps its best slice, so a busy machine (other processes taking the cores now and
+    then) slows all alike instead of one."""
+    from crbench.engines import hf_packed
+
     hidden, inner = shape
     generator = torch.Generator().manual_seed(0)
     weight32 = torch.randn(inner, hidden, generator=generator)
-    cases = {}
+    weight16 = weight32.to(torch.bfloat16)
+    packed = hf_packed.pack_weight(weight16, 128) if hf_packed.available() else None
+    cases: dict[tuple[str, int], Callable[[], object]] = {}
     for rows in PROBE_ROWS:
         x32 = torch.randn(rows, hidden, generator=generator)
-        for name in ("float32", "bfloat16"):
-            dtype = getattr(torch, name)
-            cases[name, rows] = (x32.to(dtype), weight32.to(dtype))
+        x16 = x32.to(torch.bfloat16)
+        cases["float32", rows] = partial(torch.nn.functional.linear, x32, weight32)
+        cases["bfloat16", rows] = partial(torch.nn.functional.linear, x16, weight16)
+        if packed is not None:
+            cases["packed", rows] = partial(hf_packed.packed_linear, x16, packed)
     best = dict.fromkeys(cases, 0.0)
     with torch.inference_mode():
-        for x, weight in cases.values():  # warm up (kernel selection, caches)
+        for call in cases.values():  # warm up (kernel selection, caches)
             for _ in range(3):
-                torch.nn.functional.linear(x, weight)
+                call()
         rounds = 5
         for _ in range(rounds):
-            for case, (x, weight) in cases.items():
-                best[case] = max(best[case], _gflops(x, weight, seconds / rounds / len(cases)))
-    rates = {name: {rows: best[name, rows] for rows in PROBE_ROWS}
-             for name in ("float32", "bfloat16")}
+            for (name, rows), call in cases.items():
+                flops = 2 * rows * hidden * inner
+                rate = _gflops(call, flops, seconds / rounds / len(cases))
+                best[name, rows] = max(best[name, rows], rate)
+    rates = {name: {rows: best[name, rows] for rows in PROBE_ROWS if (name, rows) in best}
+             for name in ("float32", "bfloat16", "packed")}
     return Probe(key, shape, torch.get_num_threads(), rates["float32"], rates["bfloat16"],
-                 decide(rates["float32"], rates["bfloat16"]))
+                 decide(rates["float32"], rates["bfloat16"]), rates["packed"])
 
 
 def decide(fp32: dict[int, float], bf16: dict[int, float]) -> str:
@@ -211,11 +239,10 @@ def decide(fp32: dict[int, float], bf16: dict[int, float]) -> str:
     return "bfloat16" if speedup ** (1 / len(fp32)) >= MARGIN else "float32"
 
 
-def _gflops(x: torch.Tensor, weight: torch.Tensor, seconds: float) -> float:
-    flops = 2 * x.shape[0] * weight.shape[0] * weight.shape[1]
+def _gflops(call: Callable[[], object], flops: int, seconds: float) -> float:
     calls, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or calls < 2:
-        torch.nn.functional.linear(x, weight)
+        call()
         calls += 1
     return flops * calls / elapsed / 1e9
 
@@ -227,6 +254,7 @@ def _from_json(data: dict[str, Any]) -> Probe:
         fp32_gflops={int(k): float(v) for k, v in data["fp32_gflops"].items()},
         bf16_gflops={int(k): float(v) for k, v in data["bf16_gflops"].items()},
         choice=str(data["choice"]),
+        packed_gflops={int(k): float(v) for k, v in data["packed_gflops"].items()},
     )
 
 

@@ -37,6 +37,7 @@ from crbench.engines.base import Generation, Prompt, SamplingParams
 from crbench.engines.budget import ThinkingControl, forcing_tokens
 from crbench.engines.hf_attention import PACKED, use_packed_attention
 from crbench.engines.hf_cache import BatchKV, Row
+from crbench.engines.hf_packed import pack_linears, should_pack
 from crbench.engines.hf_sampling import sample, sampler
 from crbench.engines.prompt_lookup import NgramDraft
 from crbench.engines.prompts import encode_prompt
@@ -57,6 +58,7 @@ class HFEngine:
         loop: str = "auto",
         speculate: int = 8,
         step_tokens: int = 128,
+        packed: bool | None = None,
     ):
         """`batch_size`: rows decoded together; `prefill_tokens`: most prompt tokens (padding
         included) in one prefill forward (on CPU, ~1k-token chunks keep activations in cache
@@ -64,7 +66,9 @@ class HFEngine:
         "own", or "generate" (transformers' `generate`, static batches); `dtype`: "auto"
         (crbench.dtype: bf16 where this CPU runs it faster, bf16/fp16 on GPUs), bf16, fp16, fp32;
         `speculate`: most draft tokens per row and step in greedy decoding (0: none);
-        `step_tokens`: most tokens fed per decode step over the batch (drafts shrink to fit)."""
+        `step_tokens`: most tokens fed per decode step over the batch (drafts shrink to fit);
+        `packed`: linear weights packed once for oneDNN (`hf_packed`; None: for bf16 on a CPU
+        where the dtype probe measured it faster)."""
         from crbench.dtype import canonical, resolve_dtype, shape_of_folder
         from crbench.models import default_device, load_causal_lm, resolve_model
 
@@ -91,6 +95,9 @@ class HFEngine:
         self.use_own_loop = loop == "own" or (loop == "auto" and own_loop_supported(self.model))
         if self.use_own_loop:
             use_packed_attention(self.model)
+        self.packed_linears = 0  # our loop only: `generate` may want the weights themselves
+        if self.use_own_loop and should_pack(self.model, packed):
+            self.packed_linears = pack_linears(self.model, rows_hint=step_tokens)
 
     def encode(self, prompt: Prompt) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
