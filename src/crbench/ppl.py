@@ -50,6 +50,7 @@ def perplexity(model_name: str | Path, data: str | Path, seqlen: int = DEFAULT_S
     """Load a model (folder, .gguf, hub id, `demo`) and measure its perplexity on a text file,
     computing in `dtype` ("auto": see crbench.dtype; the result says which)."""
     from crbench.dtype import canonical, resolve_dtype, shape_of_folder
+    from crbench.engines.hf_packed import pack_linears, should_pack
     from crbench.models import default_device, load_causal_lm, resolve_model
 
     try:
@@ -62,6 +63,8 @@ def perplexity(model_name: str | Path, data: str | Path, seqlen: int = DEFAULT_S
         shape = shape_of_folder(resolve_model(model_name))
         chosen = canonical(resolve_dtype("auto", device, shape))
     model, tokenizer = load_causal_lm(model_name, device=device, dtype=chosen)
+    if should_pack(model, None):  # bf16 on a CPU where packed weights measured faster
+        pack_linears(model, rows_hint=seqlen)
     started = time.perf_counter()
     result = perplexity_of(model, tokenizer, text, seqlen, source=data)
     seconds = round(time.perf_counter() - started, 2)

@@ -33,7 +33,9 @@ class PackedStep:
 
     rows: Any  # [tokens] row of each token
     offsets: Any  # [tokens] its position among the row's tokens
-    gather: Any  # [rows, width] the token at each row position (a row's last one repeats)
+    gather: Any  # [rows x width] the token at each row position (a row's last one repeats)
+    width: int  # the most tokens of one row
+    slots: Any  # [tokens] where each token is among the [rows x width] positions
     folded_mask: Any = None  # the step's mask as the kernel takes it, made by the first layer
 
 
@@ -48,7 +50,10 @@ def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: 
                            or attention_mask.shape[1] != 1 or kwargs.get("dropout", 0.0)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if packed is not None:  # [1, heads, tokens, d] -> [rows, heads, width, d]
-        query = query[0][:, packed.gather].transpose(0, 1)
+        # index_select, not advanced indexing: 8 against 29 us a call at 32 rows x 5 tokens
+        heads, dim = query.shape[1], query.shape[3]
+        query = query[0].index_select(1, packed.gather).view(heads, -1, packed.width, dim)
+        query = query.transpose(0, 1)
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
     folded = query.reshape(batch, heads // groups, groups * length, dim)
@@ -62,7 +67,7 @@ def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: 
         folded, key, value, attn_mask=mask, scale=kwargs.get("scaling"))
     out = out.reshape(batch, heads, length, dim).transpose(1, 2)
     if packed is not None:  # the real positions, in the packed order: [1, tokens, heads, d]
-        out = out[packed.rows, packed.offsets][None]
+        out = out.reshape(batch * length, heads, dim).index_select(0, packed.slots)[None]
     return out.contiguous(), None
 
 

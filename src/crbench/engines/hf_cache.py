@@ -124,7 +124,10 @@ class BatchKV:
         device = self.keys[0].device
         self.packed = PackedStep(torch.tensor(rows, device=device),
                                  torch.tensor(offsets, device=device),
-                                 torch.tensor(gather, device=device))
+                                 torch.tensor(gather, device=device).reshape(-1), width,
+                                 torch.tensor([r * width + j for r, j in zip(rows, offsets,
+                                                                             strict=True)],
+                                              device=device))
         columns = torch.tensor([self.ends[r] + j for r, j in zip(rows, offsets, strict=True)],
                                device=device)
         _, kv_heads, capacity, _ = self.keys[0].shape
