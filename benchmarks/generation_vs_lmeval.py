@@ -199,6 +199,38 @@ def matmul_rate(config, rows: int, dtype_name: str, seconds: float = 1.0) -> flo
     return flops / sum(f / best[s] for s, f in weights)
 
 
+def memory_rate(seconds: float = 1.0) -> float:
+    """Bytes/s this machine reads: the best of several sums over a 256 MB tensor (far past
+    any cache)."""
+    import torch
+
+    data = torch.ones(64 * 2**20)  # 256 MB of fp32
+    best, started = 0.0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        begun = time.perf_counter()
+        data.sum()
+        best = max(best, data.numel() * data.element_size() / (time.perf_counter() - begun))
+    return best
+
+
+def mfu_ceiling(config, prompt_lengths: list[int], new_lengths: list[int], dtype_name: str,
+                flop_rate: float, byte_rate: float) -> float:
+    """The highest MFU a decoder without drafts reaches here: every useful FLOP at the matmul
+    rate, plus one read of the row's keys and values (all layers) per generated token at the
+    memory rate; nothing else costs anything. Drafts (our speculation) share a read among the
+    tokens of a step but feed rejected tokens through the matmuls, so they move this bar."""
+    import torch
+
+    head_dim = getattr(config, "head_dim", None) or (config.hidden_size
+                                                     // config.num_attention_heads)
+    itemsize = torch.empty(0, dtype=getattr(torch, dtype_name)).element_size()
+    per_position = 2 * config.num_key_value_heads * head_dim * itemsize * config.num_hidden_layers
+    contexts = sum(new * prompt + new * (new - 1) / 2
+                   for prompt, new in zip(prompt_lengths, new_lengths, strict=True))
+    compute = useful_flops(config, prompt_lengths, new_lengths) / flop_rate
+    return compute / (compute + contexts * per_position / byte_rate)
+
+
 def run_side(which: str, job: dict, workdir: Path) -> dict:
     out = workdir / f"{which}.json"
     job_file = workdir / "job.json"
@@ -282,6 +314,12 @@ def main() -> None:
                       f"{result['loadavg'][:3]}; {result['loadavg'][3:]}; matmul "
                       f"{before / 1e9:.1f} / {after / 1e9:.1f} GFLOP/s", flush=True)
     ours = sorted(lengths["crbench", dtype])
+    byte_rate = memory_rate()
+    ceiling = mfu_ceiling(config, prompt_lengths, lengths["crbench", dtype], dtype,
+                          rates_at[dtype], byte_rate)
+    print(f"MFU ceiling here without drafts (matmuls at {rates_at[dtype] / 1e9:.0f} GFLOP/s, "
+          f"keys and values read once per token at {byte_rate / 1e9:.1f} GB/s, nothing else): "
+          f"{ceiling:.0%}")
     print(f"new tokens per prompt (crbench): min {ours[0]}, median {ours[len(ours) // 2]}, "
           f"max {ours[-1]}; {sum(n >= 512 for n in ours)} of {len(ours)} at 512 or more")
     same = sum(a == b for a, b in zip(outputs["lmeval", dtype], outputs["crbench", dtype],
