@@ -33,9 +33,10 @@ def test_packed_linear_gives_linear_within_bf16(shape, bias):
     assert (out.float() - exact).abs().max() <= (plain.float() - exact).abs().max() * 2 + 1e-3
 
 
-def fake_model(dtype, device="cpu"):
+def fake_model(dtype, device="cpu", quantization_config=None):
     return SimpleNamespace(dtype=dtype, device=torch.device(device),
-                           config=SimpleNamespace(hidden_size=64, intermediate_size=128))
+                           config=SimpleNamespace(hidden_size=64, intermediate_size=128,
+                                                  quantization_config=quantization_config))
 
 
 def fake_probe(packed_faster: bool):
@@ -55,6 +56,38 @@ def test_packing_follows_the_probe_and_the_request(monkeypatch):
     assert not hf_packed.should_pack(fake_model(torch.float32), None)  # fp32 measured slower
     with pytest.raises(ValueError, match="bf16 model on a CPU"):
         hf_packed.should_pack(fake_model(torch.float32), True)
+    # a quantized checkpoint (compressed-tensors, GPTQ, ...) keeps its own layers
+    quantized = fake_model(torch.bfloat16, quantization_config={"quant_method": "x"})
+    assert not hf_packed.should_pack(quantized, None)
+    with pytest.raises(ValueError, match="quantized"):
+        hf_packed.should_pack(quantized, True)
+
+
+class QuantizedLinear(torch.nn.Linear):
+    """Like compressed-tensors' layers: an nn.Linear whose weight lives in other tensors."""
+
+    def __init__(self):
+        super().__init__(8, 4, bias=False, dtype=torch.bfloat16)
+        del self.weight
+        self.weight_packed = torch.zeros(4, 1, dtype=torch.int32)
+
+    def forward(self, x):
+        return x[..., :4]
+
+
+@needs_onednn_bf16
+def test_only_plain_bf16_linears_are_swapped():
+    hooked = torch.nn.Linear(8, 8, dtype=torch.bfloat16)
+    hooked.register_forward_hook(lambda module, args, out: out)
+    replaced = torch.nn.Linear(8, 8, dtype=torch.bfloat16)
+    replaced.forward = lambda x: x  # type: ignore[method-assign]
+    model = torch.nn.ModuleDict({
+        "plain": torch.nn.Linear(8, 8, dtype=torch.bfloat16), "quantized": QuantizedLinear(),
+        "fp32": torch.nn.Linear(8, 8), "hooked": hooked, "replaced": replaced})
+    assert hf_packed.pack_linears(model) == 1
+    assert isinstance(model["plain"], hf_packed.PackedLinear)
+    assert [type(model[k]) for k in ("quantized", "fp32", "hooked", "replaced")] == [
+        QuantizedLinear, torch.nn.Linear, torch.nn.Linear, torch.nn.Linear]
 
 
 @needs_onednn_bf16

@@ -17,7 +17,7 @@ gradients, no weight access), which is all the hf engine's decode loop needs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -64,21 +64,35 @@ def should_pack(model: Any, requested: bool | None) -> bool:
 
     if requested is False:
         return False
-    possible = (model.device.type == "cpu" and model.dtype == torch.bfloat16 and available())
+    quantized = getattr(model.config, "quantization_config", None) is not None
+    possible = (model.device.type == "cpu" and model.dtype == torch.bfloat16 and not quantized
+                and available())
     if requested:
         if not possible:
-            raise ValueError("packed linears need a bf16 model on a CPU with oneDNN bf16 "
-                             f"(here: {model.dtype} on {model.device.type}, oneDNN bf16 "
+            raise ValueError("packed linears need an unquantized bf16 model on a CPU with "
+                             f"oneDNN bf16 (here: {model.dtype} on {model.device.type}"
+                             f"{', quantized' if quantized else ''}, oneDNN bf16 "
                              f"{'available' if available() else 'unavailable'})")
         return True
     return possible and cpu_probe(model_shape(model.config) or DEFAULT_SHAPE).packed_linear
 
 
+def plain_bf16_linear(module: torch.nn.Module) -> TypeGuard[torch.nn.Linear]:
+    """An `nn.Linear` computing `x @ weight.T + bias` from a bf16 weight, and nothing else:
+    not a quantized layer that keeps its weight packed in other tensors (compressed-tensors
+    checkpoints load as such), not one whose forward was replaced or hooked."""
+    weight = getattr(module, "weight", None)
+    return (isinstance(module, torch.nn.Linear) and type(module).forward is torch.nn.Linear.forward
+            and "forward" not in vars(module) and isinstance(weight, torch.Tensor)
+            and weight.dtype == torch.bfloat16
+            and not (module._forward_hooks or module._forward_pre_hooks))
+
+
 def pack_linears(model: torch.nn.Module, rows_hint: int = 128) -> int:
-    """Swap every `nn.Linear` of `model` (tied LM head included: it gets its own packed copy,
-    the embedding keeps the original) for a `PackedLinear`; returns how many."""
+    """Swap every plain bf16 `nn.Linear` of `model` (tied LM head included: it gets its own
+    packed copy, the embedding keeps the original) for a `PackedLinear`; returns how many."""
     swaps = [(parent, name, child) for parent in model.modules()
-             for name, child in parent.named_children() if isinstance(child, torch.nn.Linear)]
+             for name, child in parent.named_children() if plain_bf16_linear(child)]
     for parent, name, child in swaps:
         setattr(parent, name, PackedLinear(child, rows_hint))
     return len(swaps)
