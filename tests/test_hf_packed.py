@@ -15,6 +15,12 @@ needs_onednn_bf16 = pytest.mark.skipif(not hf_packed.available(),
                                        reason="this CPU has no oneDNN bf16 kernels")
 
 
+def test_onednn_bf16_is_found_where_the_cpu_has_bf16():
+    """The skips below are for CPUs without bf16 kernels, never for a broken check."""
+    if {"avx512_bf16", "amx_bf16"} & dtypes.cpu_flags():
+        assert hf_packed.available()
+
+
 @needs_onednn_bf16
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(5, 576), (1, 37, 576), (2, 3, 576)])

@@ -122,12 +122,11 @@ class BatchKV:
         gather = [[first + min(j, count - 1) for j in range(width)]
                   for first, count in zip(firsts, counts, strict=True)]
         device = self.keys[0].device
-        self.packed = PackedStep(torch.tensor(rows, device=device),
-                                 torch.tensor(offsets, device=device),
+        row_of = torch.tensor(rows, device=device)
+        offset_of = torch.tensor(offsets, device=device)
+        self.packed = PackedStep(row_of, offset_of,
                                  torch.tensor(gather, device=device).reshape(-1), width,
-                                 torch.tensor([r * width + j for r, j in zip(rows, offsets,
-                                                                             strict=True)],
-                                              device=device))
+                                 row_of * width + offset_of)
         columns = torch.tensor([self.ends[r] + j for r, j in zip(rows, offsets, strict=True)],
                                device=device)
         _, kv_heads, capacity, _ = self.keys[0].shape
