@@ -12,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,27 @@ def test_two_processes_writing_one_store_never_duplicate_or_lose(tmp_path):
     keys = [r["key"] for r in store.iter_rows(conn)]
     assert len(keys) == 450 == len(set(keys))
     assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 450
+
+
+def test_creating_a_store_waits_for_another_process_creating_it(tmp_path):
+    """Two runs creating one store at the same moment (CI caught it): SQLite fails the switch
+    to WAL at once, without its busy handler, when it meets the other's write lock on a file
+    still in rollback mode. Opening the store waits for the lock instead."""
+    other = sqlite3.connect(tmp_path / store.STORE_FILE, isolation_level=None,
+                            check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other run, half way through creating the store
+    release = threading.Timer(1.0, other.execute, ["ROLLBACK"])
+    release.start()
+    started = time.monotonic()
+    try:
+        conn = store.connect(tmp_path)
+    finally:
+        release.join()
+        other.close()
+    assert time.monotonic() - started >= 0.9  # it waited for the lock, it did not go around it
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert "generations" in store.table_names(conn)
+    conn.close()
 
 
 def test_corrupted_store_is_a_one_line_input_error(tmp_path):

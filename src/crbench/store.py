@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,7 +151,7 @@ def open_writable(path: Path) -> Store:
             if tables and "generations" not in tables:
                 raise InputError(path, "not a crbench results store (a SQLite file with other "
                                        "tables); move it away or choose another --out")
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA cache_size = {CACHE_KIB}")
             with transaction(conn):
@@ -160,6 +161,22 @@ def open_writable(path: Path) -> Store:
         conn.close()
         raise
     return conn
+
+
+def use_wal(conn: Store) -> None:
+    """PRAGMA journal_mode = WAL, waiting for other connections like every other write does.
+    SQLite does not call the busy handler when the switch meets another connection's write
+    lock on a store still in rollback mode (two runs creating one store at the same moment):
+    it fails at once, so we retry until the busy timeout. Nothing has been written yet."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def open_readonly(path: Path) -> Store:
@@ -175,6 +192,8 @@ def open_readonly(path: Path) -> Store:
             conn.execute("SELECT count(*) FROM generations").fetchone()
         except sqlite3.Error as exc:
             last = exc
+            if "locked" in str(exc):  # busy for the whole timeout: `immutable` would read
+                break  # past the writer's lock, so a half-written state could be seen
             continue
         try:
             conn.schema_version = stored_version(conn, path)
