@@ -91,10 +91,15 @@ def explain(path: Path, exc: sqlite3.Error) -> InputError:
             or "unable to open" in text:
         return InputError(path, "cannot write the results store here (read-only?); "
                                 "choose another --out")
-    if code == "SQLITE_BUSY" or "locked" in text:
+    if is_busy(exc):
         return InputError(path, f"store is locked by another process for over "
                                 f"{BUSY_TIMEOUT_MS // 1000} s")
     return InputError(path, f"results store error: {text}")
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY, "database is locked")."""
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY" or "locked" in str(exc)
 
 
 @contextlib.contextmanager
@@ -174,7 +179,7 @@ def use_wal(conn: Store) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not is_busy(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
 
@@ -192,7 +197,7 @@ def open_readonly(path: Path) -> Store:
             conn.execute("SELECT count(*) FROM generations").fetchone()
         except sqlite3.Error as exc:
             last = exc
-            if "locked" in str(exc):  # busy for the whole timeout: `immutable` would read
+            if is_busy(exc):  # busy for the whole timeout: `immutable` would read
                 break  # past the writer's lock, so a half-written state could be seen
             continue
         try:
