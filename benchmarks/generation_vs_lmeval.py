@@ -159,6 +159,17 @@ def useful_flops(config, prompt_lengths: list[int], new_lengths: list[int]) -> f
     return total
 
 
+def layer_shapes(config) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of one decoder layer's linears, in the order a forward runs them:
+    q, k, v, o, gate, up, down."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    q_width = config.num_attention_heads * head_dim
+    kv_width = config.num_key_value_heads * head_dim
+    return [(hidden, q_width), (hidden, kv_width), (hidden, kv_width), (q_width, hidden),
+            (hidden, inner), (hidden, inner), (inner, hidden)]
+
+
 def matmul_rate(config, rows: int, dtype_name: str, seconds: float = 1.0) -> float:
     """FLOP/s of this machine on the model's linear shapes (one layer's and the LM head,
     weighted by their FLOPs) with `rows` rows in `dtype_name`; best of several slices, and in
@@ -169,12 +180,8 @@ def matmul_rate(config, rows: int, dtype_name: str, seconds: float = 1.0) -> flo
     from crbench.engines import hf_packed
 
     dtype = getattr(torch, dtype_name)
-    hidden, inner = config.hidden_size, config.intermediate_size
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    q_width = config.num_attention_heads * head_dim
-    kv_width = config.num_key_value_heads * head_dim
-    shapes = [(hidden, q_width), (hidden, kv_width), (hidden, kv_width), (q_width, hidden),
-              (hidden, inner), (hidden, inner), (inner, hidden)]
+    hidden = config.hidden_size
+    shapes = layer_shapes(config)
     best: dict[tuple[int, int], float] = {}
     with torch.inference_mode():
         for _ in range(5):
@@ -200,11 +207,11 @@ def matmul_rate(config, rows: int, dtype_name: str, seconds: float = 1.0) -> flo
 
 
 def memory_rate(seconds: float = 1.0) -> float:
-    """Bytes/s this machine reads: the best of several sums over a 256 MB tensor (far past
-    any cache)."""
+    """Bytes/s this machine reads: the best of several sums over a 1 GiB tensor (past any
+    cache: the 2-core VMs measured here had up to 480 MB of L3)."""
     import torch
 
-    data = torch.ones(64 * 2**20)  # 256 MB of fp32
+    data = torch.ones(256 * 2**20)  # 1 GiB of fp32
     best, started = 0.0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         begun = time.perf_counter()
@@ -213,12 +220,52 @@ def memory_rate(seconds: float = 1.0) -> float:
     return best
 
 
+def model_pass_seconds(config, rows: int, dtype_name: str, passes: int = 5) -> float:
+    """Seconds of one pass through all of the model's linear layers (distinct weights, in
+    layer order, the LM head last) over `rows` rows in `dtype_name`, as a decode step runs
+    them: the weights come from memory, not from a cache holding one matrix. Packed for
+    oneDNN in bf16 where available, as the hf engine runs them. Best of `passes`."""
+    import torch
+
+    from crbench.engines import hf_packed
+
+    dtype = getattr(torch, dtype_name)
+    shapes = (layer_shapes(config) * config.num_hidden_layers
+              + [(config.hidden_size, config.vocab_size)])
+    pack = dtype == torch.bfloat16 and hf_packed.available()
+    weights = []
+    for fan_in, fan_out in shapes:
+        w = torch.randn(fan_out, fan_in).to(dtype)
+        weights.append((fan_in, hf_packed.pack_weight(w, 128) if pack else w))
+    inputs = {n: torch.randn(rows, n).to(dtype) for n in {fan_in for fan_in, _ in shapes}}
+    kernel = hf_packed.packed_linear if pack else torch.nn.functional.linear
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(passes + 1):  # the first pass warms up
+            started = time.perf_counter()
+            for fan_in, w in weights:
+                kernel(inputs[fan_in], w)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 def mfu_ceiling(config, prompt_lengths: list[int], new_lengths: list[int], dtype_name: str,
-                flop_rate: float, byte_rate: float) -> float:
-    """The highest MFU a decoder without drafts reaches here: every useful FLOP at the matmul
-    rate, plus one read of the row's keys and values (all layers) per generated token at the
-    memory rate; nothing else costs anything. Drafts (our speculation) share a read among the
-    tokens of a step but feed rejected tokens through the matmuls, so they move this bar."""
+                flop_rate: float, byte_rate: float, batch_size: int,
+                pass_seconds: dict[int, float]) -> float:
+    """The highest MFU a decoder without drafts reaches here, on these lengths with
+    `batch_size` slots. What it cannot avoid:
+    - prefill: the prompts' FLOPs at the matmul rate;
+    - decode steps: one pass through every linear layer per step, costing a fixed part (the
+      weights read from memory, the calls) plus a part per row: the straight line through the
+      passes measured at half and all of `batch_size` rows (`pass_seconds`; below half it
+      underestimates a pass, as a pass costs much the same at any few rows). Without drafts
+      a row gains one token a step, so there are at least max(tokens / batch_size, longest
+      row) steps;
+    - attention: one read of the row's keys and values (all layers) per generated token at
+      the memory rate.
+    Nothing else (norms, copies, sampling, Python) costs anything. Drafts (our speculation)
+    gain several tokens a step and share one read of the keys and values among them, but feed
+    rejected tokens through the matmuls, so they move this bar."""
     import torch
 
     head_dim = getattr(config, "head_dim", None) or (config.hidden_size
@@ -227,8 +274,15 @@ def mfu_ceiling(config, prompt_lengths: list[int], new_lengths: list[int], dtype
     per_position = 2 * config.num_key_value_heads * head_dim * itemsize * config.num_hidden_layers
     contexts = sum(new * prompt + new * (new - 1) / 2
                    for prompt, new in zip(prompt_lengths, new_lengths, strict=True))
-    compute = useful_flops(config, prompt_lengths, new_lengths) / flop_rate
-    return compute / (compute + contexts * per_position / byte_rate)
+    half = batch_size // 2
+    per_row = max(pass_seconds[batch_size] - pass_seconds[half], 0.0) / (batch_size - half)
+    per_step = max(pass_seconds[half] - half * per_row, 0.0)
+    fed = sum(max(new - 1, 0) for new in new_lengths)  # decode positions (the first is prefill's)
+    steps = max(-(-fed // batch_size), max(new_lengths) - 1)
+    prefill = useful_flops(config, prompt_lengths, [0] * len(prompt_lengths)) / flop_rate
+    fastest = (prefill + steps * per_step + fed * per_row
+               + contexts * per_position / byte_rate)
+    return useful_flops(config, prompt_lengths, new_lengths) / flop_rate / fastest
 
 
 def run_side(which: str, job: dict, workdir: Path) -> dict:
@@ -315,11 +369,16 @@ def main() -> None:
                       f"{before / 1e9:.1f} / {after / 1e9:.1f} GFLOP/s", flush=True)
     ours = sorted(lengths["crbench", dtype])
     byte_rate = memory_rate()
+    passes = {rows: model_pass_seconds(config, rows, dtype)
+              for rows in (args.batch_size // 2, args.batch_size)}
     ceiling = mfu_ceiling(config, prompt_lengths, lengths["crbench", dtype], dtype,
-                          rates_at[dtype], byte_rate)
-    print(f"MFU ceiling here without drafts (matmuls at {rates_at[dtype] / 1e9:.0f} GFLOP/s, "
-          f"keys and values read once per token at {byte_rate / 1e9:.1f} GB/s, nothing else): "
-          f"{ceiling:.0%}")
+                          rates_at[dtype], byte_rate, args.batch_size, passes)
+    half = args.batch_size // 2
+    print(f"MFU ceiling here without drafts: {ceiling:.0%} (prefill at "
+          f"{rates_at[dtype] / 1e9:.0f} GFLOP/s; a decode step's pass through all linear "
+          f"layers {passes[half] * 1e3:.1f} ms at {half} rows, "
+          f"{passes[args.batch_size] * 1e3:.1f} ms at {args.batch_size}; keys and values "
+          f"read once per token at {byte_rate / 1e9:.1f} GB/s; nothing else costs anything)")
     print(f"new tokens per prompt (crbench): min {ours[0]}, median {ours[len(ours) // 2]}, "
           f"max {ours[-1]}; {sum(n >= 512 for n in ours)} of {len(ours)} at 512 or more")
     same = sum(a == b for a, b in zip(outputs["lmeval", dtype], outputs["crbench", dtype],
