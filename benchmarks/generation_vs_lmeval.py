@@ -145,11 +145,8 @@ def useful_flops(config, prompt_lengths: list[int], new_lengths: list[int]) -> f
     token), attention scores and values (4 x context x query width per token per layer), and
     the LM head once per generated token."""
     layers, hidden = config.num_hidden_layers, config.hidden_size
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    q_width = config.num_attention_heads * head_dim
-    kv_width = config.num_key_value_heads * head_dim
-    linear = 2 * layers * (hidden * (q_width + 2 * kv_width) + q_width * hidden
-                           + 3 * hidden * config.intermediate_size)
+    q_width = layer_shapes(config)[0][1]
+    linear = 2 * layers * sum(fan_in * fan_out for fan_in, fan_out in layer_shapes(config))
     lm_head = 2 * hidden * config.vocab_size
     total = 0.0
     for prompt, new in zip(prompt_lengths, new_lengths, strict=True):
@@ -257,7 +254,7 @@ def mfu_ceiling(config, prompt_lengths: list[int], new_lengths: list[int], dtype
     - prefill: the prompts' FLOPs at the matmul rate;
     - decode steps: one pass through every linear layer per step, costing a fixed part (the
       weights read from memory, the calls) plus a part per row: the straight line through the
-      passes measured at half and all of `batch_size` rows (`pass_seconds`; below half it
+      two passes measured (`pass_seconds`, rows -> seconds; below the fewer rows it
       underestimates a pass, as a pass costs much the same at any few rows). Without drafts
       a row gains one token a step, so there are at least max(tokens / batch_size, longest
       row) steps;
@@ -274,9 +271,9 @@ def mfu_ceiling(config, prompt_lengths: list[int], new_lengths: list[int], dtype
     per_position = 2 * config.num_key_value_heads * head_dim * itemsize * config.num_hidden_layers
     contexts = sum(new * prompt + new * (new - 1) / 2
                    for prompt, new in zip(prompt_lengths, new_lengths, strict=True))
-    half = batch_size // 2
-    per_row = max(pass_seconds[batch_size] - pass_seconds[half], 0.0) / (batch_size - half)
-    per_step = max(pass_seconds[half] - half * per_row, 0.0)
+    (few, few_seconds), (many, many_seconds) = sorted(pass_seconds.items())
+    per_row = max(many_seconds - few_seconds, 0.0) / (many - few)
+    per_step = max(few_seconds - few * per_row, 0.0)
     fed = sum(max(new - 1, 0) for new in new_lengths)  # decode positions (the first is prefill's)
     steps = max(-(-fed // batch_size), max(new_lengths) - 1)
     prefill = useful_flops(config, prompt_lengths, [0] * len(prompt_lengths)) / flop_rate
@@ -373,12 +370,12 @@ def main() -> None:
               for rows in (args.batch_size // 2, args.batch_size)}
     ceiling = mfu_ceiling(config, prompt_lengths, lengths["crbench", dtype], dtype,
                           rates_at[dtype], byte_rate, args.batch_size, passes)
-    half = args.batch_size // 2
+    measured = ", ".join(f"{seconds * 1e3:.1f} ms at {rows} rows"
+                         for rows, seconds in sorted(passes.items()))
     print(f"MFU ceiling here without drafts: {ceiling:.0%} (prefill at "
           f"{rates_at[dtype] / 1e9:.0f} GFLOP/s; a decode step's pass through all linear "
-          f"layers {passes[half] * 1e3:.1f} ms at {half} rows, "
-          f"{passes[args.batch_size] * 1e3:.1f} ms at {args.batch_size}; keys and values "
-          f"read once per token at {byte_rate / 1e9:.1f} GB/s; nothing else costs anything)")
+          f"layers {measured}; keys and values read once per token at "
+          f"{byte_rate / 1e9:.1f} GB/s; nothing else costs anything)")
     print(f"new tokens per prompt (crbench): min {ours[0]}, median {ours[len(ours) // 2]}, "
           f"max {ours[-1]}; {sum(n >= 512 for n in ours)} of {len(ours)} at 512 or more")
     same = sum(a == b for a, b in zip(outputs["lmeval", dtype], outputs["crbench", dtype],
